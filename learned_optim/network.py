@@ -1,0 +1,152 @@
+"""The coordinatewise LSTM optimizer network m(∇, h; φ).
+
+Andrychowicz et al., "Learning to learn by gradient descent by gradient descent", NeurIPS 2016
+(arXiv:1606.04474), Section 2 and Appendix A. This module holds the weights φ and the
+configuration. It has no optimizer logic: the update rule that uses these weights lives in
+:mod:`learned_optim.update`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = ["LSTMOptimizerConfig", "LSTMOptimizerNet", "PREPROCESSING_MODES"]
+
+#: Gradient preprocessing modes (see :func:`learned_optim.update.preprocess_gradient`).
+PREPROCESSING_MODES = ("log_sign", "clamped", "none")
+
+
+@dataclass(frozen=True)
+class LSTMOptimizerConfig:
+    """Shape and scaling of one LSTM optimizer net. Serialised as JSON (``dataclasses.asdict``).
+
+    Presets: the paper's MNIST optimizer uses ``preprocessing="log_sign", p=10,
+    output_scale=0.1``; deepmind/learning-to-learn uses ``preprocessing="clamped", p=5,
+    output_scale=0.01``; the paper's quadratic runs used ``preprocessing="none"``.
+    """
+
+    # Units per LSTM layer (paper: 20).
+    hidden_size: int = 20
+    # Number of stacked LSTM layers (paper: 2).
+    num_layers: int = 2
+    # How the raw gradient is turned into LSTM inputs: "log_sign" (paper appendix, 2 inputs),
+    # "clamped" (deepmind/learning-to-learn, 2 inputs) or "none" (the raw gradient, 1 input).
+    preprocessing: str = "log_sign"
+    # The paper's p (log_sign) or the official code's k (clamped); unused for "none".
+    p: float = 10.0
+    # Multiplier on the linear head's output (paper MNIST: 0.1).
+    output_scale: float = 0.1
+
+    @property
+    def input_size(self) -> int:
+        """Number of LSTM inputs per coordinate produced by the preprocessing."""
+        return 1 if self.preprocessing == "none" else 2
+
+    @property
+    def state_size(self) -> int:
+        """Floats of hidden state per coordinate: (h, c) for each layer."""
+        return 2 * self.num_layers * self.hidden_size
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.hidden_size, int) and not isinstance(self.hidden_size, bool)
+               and 1 <= self.hidden_size <= 4096, "hidden_size", self.hidden_size,
+               "an integer in [1, 4096]")
+        _check(isinstance(self.num_layers, int) and not isinstance(self.num_layers, bool)
+               and 1 <= self.num_layers <= 8, "num_layers", self.num_layers,
+               "an integer in [1, 8]")
+        _check(self.preprocessing in PREPROCESSING_MODES, "preprocessing", self.preprocessing,
+               f"one of {list(PREPROCESSING_MODES)}")
+        _check(_is_real(self.p) and 0.0 < self.p <= 80.0, "p", self.p, "a number in (0, 80]")
+        _check(_is_real(self.output_scale) and math.isfinite(self.output_scale)
+               and self.output_scale > 0.0, "output_scale", self.output_scale,
+               "a finite positive number")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of the fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LSTMOptimizerConfig":
+        """Build a config from JSON data, naming any unknown or missing field."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"net config must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        missing = sorted(names - set(data))
+        if unknown or missing:
+            raise ConfigError(
+                f"net config fields do not match this version of learned_optim: "
+                f"unknown {unknown}, missing {missing}. Expected exactly {sorted(names)}; "
+                "re-export the weights with the current version or upgrade learned_optim."
+            )
+        return cls(**data)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(ok: bool, field: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid net config field {field}={value!r}: expected {expected}")
+
+
+class LSTMOptimizerNet(nn.Module):
+    r"""The optimizer network m of Andrychowicz et al. (2016): a coordinatewise 2-layer LSTM.
+
+    The same weights φ are applied to every coordinate of the optimizee independently; each
+    coordinate keeps its own hidden state. For one coordinate with gradient :math:`\nabla_t`:
+
+    .. math::
+        x_t &= \operatorname{preprocess}(\nabla_t) \\
+        (h^{(1)}_{t+1}, c^{(1)}_{t+1}) &= \mathrm{LSTM}_1(x_t, h^{(1)}_t, c^{(1)}_t) \\
+        (h^{(2)}_{t+1}, c^{(2)}_{t+1}) &= \mathrm{LSTM}_2(h^{(1)}_{t+1}, h^{(2)}_t, c^{(2)}_t) \\
+        g_t &= \text{output\_scale} \cdot (w^\top h^{(2)}_{t+1} + b)
+
+    and the optimizee moves by :math:`\theta_{t+1} = \theta_t + g_t`.
+
+    The module only holds φ (``cells`` are registered ``nn.LSTMCell`` modules, ``head`` is an
+    ``nn.Linear(hidden_size, 1)``). Apply it with :func:`learned_optim.update.lstm_update`.
+
+    Example:
+        >>> net = LSTMOptimizerNet(LSTMOptimizerConfig(), seed=0)
+        >>> sum(p.numel() for p in net.parameters())
+        5301
+    """
+
+    def __init__(self, config: LSTMOptimizerConfig | None = None, *, seed: int | None = None):
+        super().__init__()
+        self.config = config if config is not None else LSTMOptimizerConfig()
+        if not isinstance(self.config, LSTMOptimizerConfig):
+            raise TypeError(f"config must be an LSTMOptimizerConfig, got {type(config).__name__}")
+        # A seed gives reproducible initial weights without touching the global RNG.
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            sizes = [self.config.input_size] + [self.config.hidden_size] * self.config.num_layers
+            self.cells = nn.ModuleList(
+                nn.LSTMCell(sizes[i], sizes[i + 1]) for i in range(self.config.num_layers)
+            )
+            self.head = nn.Linear(self.config.hidden_size, 1)
+
+    def initial_state(self, numel: int, *, dtype: torch.dtype = torch.float32,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+        """Zero hidden state for ``numel`` coordinates, shape ``(numel, 2 * num_layers, hidden)``.
+
+        Row ``2l`` holds :math:`h^{(l+1)}` and row ``2l + 1`` holds :math:`c^{(l+1)}`.
+        """
+        cfg = self.config
+        return torch.zeros(numel, 2 * cfg.num_layers, cfg.hidden_size, dtype=dtype, device=device)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return (f"preprocessing={cfg.preprocessing!r}, p={cfg.p}, "
+                f"output_scale={cfg.output_scale}")

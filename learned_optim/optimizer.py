@@ -1,0 +1,362 @@
+"""``LearnedLSTMOptim``: the learned LSTM optimizer as a ``torch.optim.Optimizer``."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from typing import Any, Callable, Iterable
+
+import torch
+from torch.optim import Optimizer
+
+from .errors import StateDictError
+from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
+from .update import fuse_weights, gather, iter_chunks, lstm_step
+from .weights import WeightsBundle, resolve_weights
+
+__all__ = ["LearnedLSTMOptim"]
+
+_STATE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_STATE_FORMAT_VERSION = 1
+DEFAULT_CHUNK_SIZE = 4096
+
+
+class LearnedLSTMOptim(Optimizer):
+    r"""The coordinatewise LSTM optimizer of Andrychowicz et al. (2016), as a drop-in for Adam.
+
+    .. math::
+        \begin{aligned}
+        &\textbf{input}: \theta_0 \text{ (params)}, f \text{ (objective)}, \phi \text{ (weights,
+            one net per route)}, \gamma \text{ (lr multiplier)}, \textit{maximize} \\
+        &\textbf{initialize}: h_0 \leftarrow 0 \text{ (per coordinate, } 2 \times 2 \times 20
+            \text{ floats)} \\
+        &\textbf{for}\: t = 1 \textbf{ to } \ldots \textbf{ do} \\
+        &\hspace{5mm} \nabla_t \leftarrow \nabla_\theta f(\theta_{t-1})
+            \quad (-\nabla_\theta f \text{ if maximize}) \\
+        &\hspace{5mm} [g_t, h_t] \leftarrow m(\operatorname{preprocess}(\nabla_t),
+            h_{t-1}; \phi_{\text{route}(\theta)}) \\
+        &\hspace{5mm} \theta_t \leftarrow \theta_{t-1} + \gamma\, g_t \\
+        &\textbf{return}\: \theta_t
+        \end{aligned}
+
+    ``m`` is applied to every coordinate independently with shared weights (see
+    :func:`learned_optim.update.lstm_step`). Reference: M. Andrychowicz et al., "Learning to
+    learn by gradient descent by gradient descent", NeurIPS 2016, arXiv:1606.04474.
+
+    Args:
+        params: iterable of parameters or param-group dicts. A group may set ``"route"``
+            (``"fc"``, ``"conv"`` or ``"auto"``); see :func:`learned_optim.route_param_groups`.
+        weights: a bundled name (:func:`learned_optim.list_pretrained`), a local path (bundle
+            directory or ``.safetensors`` file), a Hub repo id, an :class:`LSTMOptimizerNet`
+            or a :class:`WeightsBundle`. Default: the bundled ``"default"`` optimizer.
+        lr: multiplier on the learned step; 1.0 applies the step as meta-trained. The update
+            scales linearly with it, so every ``torch.optim.lr_scheduler`` works, and 0 leaves
+            the parameters unchanged.
+        maximize: maximize the objective instead of minimizing it.
+        chunk_size: coordinates processed at once; bounds a step's transient memory (about
+            1.2 kB per coordinate). Results do not depend on it.
+        state_dtype: dtype of the stored hidden state (``torch.float32``, ``torch.float64``,
+            ``torch.bfloat16`` or ``torch.float16``). ``None``: float64 for float64 parameters,
+            float32 otherwise. The LSTM always computes in float32 (float64 for float64 params).
+        revision, cache_dir, local_files_only: passed to the Hub when ``weights`` is a repo id.
+
+    Behaviour to know:
+        * A parameter whose ``grad`` is ``None`` is skipped (no step, no state). A zero gradient
+          still moves the parameter: the LSTM's biases give a non-zero step.
+        * A parameter whose gradient holds NaN or inf is left unchanged, together with its
+          hidden state, and a ``RuntimeWarning`` says so. Under ``torch.amp.GradScaler`` such
+          steps are skipped by the scaler itself.
+        * Sparse gradients raise ``RuntimeError``. Complex parameters are optimized as pairs of
+          real coordinates (``torch.view_as_real``).
+        * ``state_dict()`` records the weights it was made with; loading it into an optimizer
+          with other weights, or loading another optimizer's state, raises ``StateDictError``.
+
+    Example:
+        >>> model = torch.nn.Linear(4, 1)
+        >>> net = LSTMOptimizerNet(seed=0)  # untrained; use weights="default" in practice
+        >>> opt = LearnedLSTMOptim(model.parameters(), weights=net)
+        >>> loss = model(torch.randn(8, 4)).pow(2).mean()
+        >>> loss.backward()
+        >>> opt.step()
+    """
+
+    def __init__(self, params: Iterable[Any], weights: Any = "default", lr: float = 1.0, *,
+                 maximize: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 state_dtype: torch.dtype | None = None, revision: str | None = None,
+                 cache_dir: str | None = None, local_files_only: bool | None = None):
+        _check_lr(lr)
+        _check_chunk_size(chunk_size)
+        _check_state_dtype(state_dtype)
+        if not isinstance(maximize, bool):
+            raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
+        self._bundle = resolve_weights(weights, revision=revision, cache_dir=cache_dir,
+                                       local_files_only=local_files_only)
+        defaults = dict(lr=lr, maximize=maximize, route=AUTO_ROUTE, chunk_size=chunk_size,
+                        state_dtype=state_dtype)
+        super().__init__(params, defaults)
+
+    # -- public helpers --------------------------------------------------------------------
+
+    @property
+    def weights(self) -> WeightsBundle:
+        """The weights bundle (one net per route) this optimizer applies."""
+        return self._bundle
+
+    route_param_groups = staticmethod(route_param_groups)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        _check_lr(group["lr"])
+        _check_chunk_size(group["chunk_size"])
+        _check_state_dtype(group["state_dtype"])
+        route = group["route"]
+        if route != AUTO_ROUTE and route not in self._bundle.routes:
+            self.param_groups.pop()
+            raise ValueError(
+                f"param group route {route!r} is not in the weights {self._bundle.name!r}, "
+                f"which has routes {list(self._bundle.routes)}; use one of those or 'auto'")
+        for param in group["params"]:
+            if param.layout != torch.strided:
+                self.param_groups.pop()
+                raise ValueError(f"LearnedLSTMOptim supports only dense (strided) parameters, "
+                                 f"got layout {param.layout}")
+            if not (param.is_floating_point() or param.is_complex()):
+                self.param_groups.pop()
+                raise ValueError(f"LearnedLSTMOptim can only optimize floating point or complex "
+                                 f"parameters, got dtype {param.dtype}")
+
+    # -- the step ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        skipped = 0
+        for group in self.param_groups:
+            by_route: dict[str, list[torch.Tensor]] = defaultdict(list)
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse or param.grad.layout != torch.strided:
+                    raise RuntimeError(
+                        "LearnedLSTMOptim does not support sparse gradients (got a "
+                        f"{param.grad.layout} gradient for a parameter of shape "
+                        f"{tuple(param.shape)}); use dense gradients, e.g. "
+                        "nn.Embedding(..., sparse=False), or optimize that parameter with "
+                        "torch.optim.SparseAdam in a separate optimizer")
+                route = group["route"]
+                if route == AUTO_ROUTE:
+                    route = route_for_shape(param, self._bundle.routes)
+                by_route[route].append(param)
+            for route, params in by_route.items():
+                skipped += self._step_route(group, route, params)
+        if skipped:
+            warnings.warn(
+                f"LearnedLSTMOptim skipped {skipped} parameter(s) whose gradient contains NaN "
+                "or inf: they and their hidden state were left unchanged. Check the loss, clip "
+                "gradients, or use torch.amp.GradScaler for mixed precision.",
+                RuntimeWarning, stacklevel=2)
+        return loss
+
+    def _step_route(self, group: dict[str, Any], route: str,
+                    params: list[torch.Tensor]) -> int:
+        """Update ``params`` (all with grads) of one group through the net of ``route``."""
+        finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).tolist()
+        kept = [p for p, ok in zip(params, finite) if ok]
+        if not kept:
+            return len(params)
+        # Compute dtype: float64 for float64 params, float32 otherwise. Group by it.
+        skipped = len(params) - len(kept)
+        by_compute: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
+        for param in kept:
+            by_compute[(param.device, _compute_dtype(param))].append(param)
+        for (device, dtype), members in by_compute.items():
+            weights = fuse_weights(self._bundle.nets[route], dtype=dtype, device=device)
+            self._apply(group, route, members, weights, dtype)
+        return skipped
+
+    def _apply(self, group: dict[str, Any], route: str, params: list[torch.Tensor],
+               weights: Any, compute_dtype: torch.dtype) -> None:
+        """Run the update rule over ``params`` in chunks, writing params and state in place."""
+        grads, hidden, targets, deferred = [], [], [], []
+        for param in params:
+            state = self.state[param]
+            real = torch.view_as_real(param) if param.is_complex() else param
+            grad = torch.view_as_real(param.grad) if param.grad.is_complex() else param.grad
+            if not state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["hidden"] = self._bundle.nets[route].initial_state(
+                    real.numel(), dtype=_state_dtype(group, param), device=param.device)
+            state["step"] += 1
+            grads.append(grad.reshape(-1))
+            hidden.append(state["hidden"])
+            if real.is_contiguous():
+                targets.append(real.view(-1))
+            else:  # collect the whole update, then add it through the strided view
+                buffer = torch.zeros(real.numel(), dtype=compute_dtype, device=param.device)
+                targets.append(buffer)
+                deferred.append((real, buffer))
+        lr, maximize = group["lr"], group["maximize"]
+        for pieces in iter_chunks([g.shape[0] for g in grads], group["chunk_size"]):
+            grad = gather(grads, pieces).to(compute_dtype)
+            if maximize:
+                grad = -grad
+            update, new_hidden = lstm_step(grad, gather(hidden, pieces).to(compute_dtype), weights)
+            if lr != 1.0:
+                update = update * lr
+            offset = 0
+            for index, start, stop in pieces:
+                size = stop - start
+                hidden[index][start:stop].copy_(new_hidden[offset:offset + size])
+                targets[index][start:stop].add_(update[offset:offset + size])
+                offset += size
+        for real, buffer in deferred:
+            real.add_(buffer.view(real.shape))
+
+    # -- state_dict ------------------------------------------------------------------------
+
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "format_version": _STATE_FORMAT_VERSION,
+            "weights_name": self._bundle.name,
+            "weights_fingerprint": self._bundle.fingerprint(),
+            "routes": list(self._bundle.routes),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's optimizer state_dict plus a ``"learned_optim"`` entry naming the weights."""
+        state_dict = super().state_dict()
+        state_dict["learned_optim"] = self._identity()
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict made by a ``LearnedLSTMOptim`` with the same weights.
+
+        The hidden state keeps its own dtype and is copied (not aliased), so continuing from a
+        loaded state is bit-for-bit identical to an uninterrupted run.
+        """
+        self._check_state_dict(state_dict)
+        saved_state = state_dict["state"]
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        super().load_state_dict(state_dict)
+        # torch casts state tensors to the param's dtype and may alias the caller's tensors;
+        # put back exact, private copies in the state dtype.
+        owners = {}
+        for group in self.param_groups:
+            for param in group["params"]:
+                owners[saved_ids[len(owners)]] = (param, group)
+        for saved_id, entry in saved_state.items():
+            param, group = owners[saved_id]
+            self.state[param] = {
+                "step": entry["step"].detach().to(dtype=torch.float32, device="cpu", copy=True),
+                "hidden": entry["hidden"].detach().to(device=param.device,
+                                                      dtype=_state_dtype(group, param),
+                                                      copy=True).contiguous(),
+            }
+
+    def _check_state_dict(self, state_dict: Any) -> None:
+        if not isinstance(state_dict, dict) or "state" not in state_dict \
+                or "param_groups" not in state_dict:
+            raise StateDictError("expected an optimizer state_dict with 'state' and "
+                                 "'param_groups' (from LearnedLSTMOptim.state_dict())")
+        identity = state_dict.get("learned_optim")
+        if not isinstance(identity, dict):
+            keys = sorted({k for entry in state_dict["state"].values() if isinstance(entry, dict)
+                           for k in entry})
+            raise StateDictError(
+                "this state_dict was not made by LearnedLSTMOptim (it has no 'learned_optim' "
+                f"entry; its per-parameter state has keys {keys}, e.g. from Adam). Load the "
+                "state_dict of a LearnedLSTMOptim, or start this optimizer fresh")
+        mine = self._identity()
+        if identity.get("weights_fingerprint") != mine["weights_fingerprint"]:
+            raise StateDictError(
+                f"this state_dict was made with weights {identity.get('weights_name')!r} "
+                f"(fingerprint {identity.get('weights_fingerprint')}), but this optimizer uses "
+                f"{mine['weights_name']!r} (fingerprint {mine['weights_fingerprint']}). The "
+                "hidden state only means something to the weights that made it: construct "
+                f"the optimizer with weights={identity.get('weights_name')!r}")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups) or any(
+                len(s["params"]) != len(g["params"])
+                for s, g in zip(saved_groups, self.param_groups)):
+            raise StateDictError(
+                "this state_dict has param groups of sizes "
+                f"{[len(s['params']) for s in saved_groups]}, but this optimizer has "
+                f"{[len(g['params']) for g in self.param_groups]}; build the optimizer over the "
+                "same parameters, in the same order, as the one that saved it")
+        for saved, group in zip(saved_groups, self.param_groups):
+            route = saved.get("route", AUTO_ROUTE)
+            if route != AUTO_ROUTE and route not in self._bundle.routes:
+                raise StateDictError(f"this state_dict routes a group to {route!r}, which the "
+                                     f"weights {mine['weights_name']!r} do not have")
+            for saved_id, param in zip(saved["params"], group["params"]):
+                entry = state_dict["state"].get(saved_id)
+                if entry is None:
+                    continue
+                if not isinstance(entry, dict) or set(entry) != {"step", "hidden"}:
+                    raise StateDictError(f"state of parameter {saved_id} has keys "
+                                         f"{sorted(entry) if isinstance(entry, dict) else entry}"
+                                         ", expected ['hidden', 'step']")
+                numel = param.numel() * (2 if param.is_complex() else 1)
+                net = self._bundle.nets[_route_of(self, saved, param)]
+                expected = (numel, 2 * net.config.num_layers, net.config.hidden_size)
+                if tuple(entry["hidden"].shape) != expected:
+                    raise StateDictError(
+                        f"hidden state of parameter {saved_id} has shape "
+                        f"{tuple(entry['hidden'].shape)}, but the parameter of shape "
+                        f"{tuple(param.shape)} needs {expected}: the state_dict belongs to other "
+                        "parameters")
+
+    # -- pickling and printing ---------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_bundle"] = self._bundle
+        return state
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        head, _, rest = text.partition(" (")
+        return f"{head} (weights={self._bundle.name!r}, routes={list(self._bundle.routes)}{rest}"
+
+
+def _route_of(optimizer: LearnedLSTMOptim, group: dict[str, Any], param: torch.Tensor) -> str:
+    route = group.get("route", AUTO_ROUTE)
+    return route_for_shape(param, optimizer.weights.routes) if route == AUTO_ROUTE else route
+
+
+def _compute_dtype(param: torch.Tensor) -> torch.dtype:
+    return torch.float64 if param.dtype in (torch.float64, torch.complex128) else torch.float32
+
+
+def _state_dtype(group: dict[str, Any], param: torch.Tensor) -> torch.dtype:
+    return group["state_dtype"] or _compute_dtype(param)
+
+
+def _check_lr(lr: Any) -> None:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise TypeError(f"Invalid learning rate: {lr!r}; lr must be a real number (a "
+                        "multiplier on the learned step, 1.0 = as meta-trained)")
+    if not math.isfinite(lr) or lr < 0.0:
+        raise ValueError(f"Invalid learning rate: {lr}; lr must be finite and >= 0")
+
+
+def _check_chunk_size(chunk_size: Any) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"Invalid chunk_size: {chunk_size!r}; it must be a positive integer "
+                         f"(coordinates per block, default {DEFAULT_CHUNK_SIZE})")
+
+
+def _check_state_dtype(state_dtype: Any) -> None:
+    if state_dtype is not None and state_dtype not in _STATE_DTYPES:
+        raise ValueError(f"Invalid state_dtype: {state_dtype!r}; use None or one of "
+                         f"{[str(d) for d in _STATE_DTYPES]}")
