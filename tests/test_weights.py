@@ -1,0 +1,176 @@
+"""Weights bundles: safetensors + JSON config round trips, strict validation, clear errors."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from learned_optim import (ConfigError, LearnedLSTMOptim, WeightsBundle, WeightsFormatError,
+                           WeightsNotFoundError, list_pretrained, load_weights, resolve_weights)
+from nets import random_net, two_route_bundle
+
+
+def steps_of(weights, steps=3):
+    p = torch.nn.Parameter(torch.zeros(40))
+    opt = LearnedLSTMOptim([p], weights=weights)
+    for k in range(steps):
+        p.grad = torch.linspace(-1, 1, 40) * (k + 1)
+        opt.step()
+    return p.detach().clone()
+
+
+def test_save_and_load_round_trip(tmp_path):
+    bundle = two_route_bundle()
+    bundle.provenance = {"task": "unit-test", "seed": 3}
+    bundle.save_pretrained(tmp_path / "b")
+    assert sorted(os.listdir(tmp_path / "b"))[:2] == ["config.json", "model.safetensors"]
+    loaded = load_weights(tmp_path / "b")
+    assert loaded.routes == ("conv", "fc")
+    assert loaded.fingerprint() == bundle.fingerprint()
+    assert loaded.provenance == {"task": "unit-test", "seed": 3}
+    assert loaded.name == "test-two-route"
+    assert torch.equal(steps_of(loaded), steps_of(bundle))
+    # the safetensors file alone is a complete bundle (config in its metadata)
+    alone = load_weights(tmp_path / "b" / "model.safetensors")
+    assert alone.fingerprint() == bundle.fingerprint()
+    # and the optimizer accepts the directory, the file and the bundle alike
+    assert torch.equal(steps_of(str(tmp_path / "b")), steps_of(bundle))
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+    WeightsBundle({"fc": random_net(0)}).save_pretrained(tmp_path)
+    WeightsBundle({"fc": random_net(1)}).save_pretrained(tmp_path)  # overwrite
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert load_weights(tmp_path).fingerprint() == WeightsBundle(
+        {"fc": random_net(1)}).fingerprint()
+
+
+def test_fingerprint_changes_with_any_weight():
+    net = random_net()
+    before = WeightsBundle({"fc": net}).fingerprint()
+    with torch.no_grad():
+        net.head.bias.add_(1e-7)
+    assert WeightsBundle({"fc": net}).fingerprint() != before
+
+
+def test_missing_path_and_unknown_name():
+    with pytest.raises(WeightsNotFoundError, match="no learned optimizer weights named"):
+        resolve_weights("no-such-optimizer")
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+        load_weights("/nonexistent/dir")
+
+
+def test_default_weights_load_or_fail_clearly():
+    if "default" in list_pretrained():
+        bundle = resolve_weights("default")
+        assert bundle.provenance.get("command")
+    else:
+        with pytest.raises(WeightsNotFoundError, match="bundled: "):
+            LearnedLSTMOptim([torch.nn.Parameter(torch.zeros(2))])
+
+
+def test_every_bundled_optimizer_loads_with_provenance():
+    for name in list_pretrained():
+        bundle = resolve_weights(name)
+        assert bundle.name == name and "fc" in bundle.routes
+        for field in ("task", "seed", "command", "metrics"):
+            assert field in bundle.provenance, (name, field)
+
+
+def test_directory_without_weights(tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(WeightsNotFoundError, match="has no model.safetensors"):
+        load_weights(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"\x08\x00\x00\x00\x00\x00\x00\x00{}"])
+def test_corrupted_files(tmp_path, content):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(WeightsFormatError, match="not a readable safetensors file"):
+        load_weights(path)
+
+
+def test_truncated_file(tmp_path):
+    WeightsBundle({"fc": random_net()}).save_pretrained(tmp_path)
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(WeightsFormatError, match="truncated or corrupted"):
+        load_weights(tmp_path)
+
+
+def test_pickle_files_are_refused(tmp_path):
+    torch.save(random_net().state_dict(), tmp_path / "w.pt")
+    with pytest.raises(WeightsFormatError, match="never unpickles"):
+        load_weights(tmp_path / "w.pt")
+    os.replace(tmp_path / "w.pt", tmp_path / "disguised.safetensors")
+    with pytest.raises(WeightsFormatError, match="never unpickles"):
+        load_weights(tmp_path / "disguised.safetensors")
+
+
+def test_foreign_safetensors(tmp_path):
+    save_file({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "other.safetensors")
+    with pytest.raises(WeightsFormatError, match="not a learned_optim weights file"):
+        load_weights(tmp_path / "other.safetensors")
+    WeightsBundle({"fc": random_net()}).save_pretrained(tmp_path / "d")
+    save_file({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "d" / "model.safetensors")
+    with pytest.raises(WeightsFormatError, match="missing keys.*unexpected keys.*encoder"):
+        load_weights(tmp_path / "d")
+
+
+def test_wrong_shape_dtype_and_nan(tmp_path):
+    bundle = WeightsBundle({"fc": random_net()})
+    bundle.save_pretrained(tmp_path)
+    tensors = bundle.tensors()
+    for key, value, phrase in [("fc.head.bias", torch.zeros(2), "has shape \\(2,\\)"),
+                               ("fc.head.bias", torch.zeros(1, dtype=torch.float64), "float64"),
+                               ("fc.head.bias", torch.full((1,), float("nan")), "NaN")]:
+        save_file({**tensors, key: value}, tmp_path / "model.safetensors")
+        with pytest.raises(WeightsFormatError, match=phrase):
+            load_weights(tmp_path)
+
+
+def edit_config(tmp_path, edit):
+    WeightsBundle({"fc": random_net()}).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    text = edit(config)
+    (tmp_path / "config.json").write_text(text if isinstance(text, str) else json.dumps(config))
+
+
+@pytest.mark.parametrize("edit,phrase", [
+    (lambda c: "{not json", "not valid JSON"),
+    (lambda c: "[1, 2]", "must be a JSON object"),
+    (lambda c: c.update(extra=1), "unknown fields \\['extra'\\]"),
+    (lambda c: c.pop("routes"), "missing fields \\['routes'\\]"),
+    (lambda c: c.update(format="something.else"), "not a learned_optim weights config"),
+    (lambda c: c.update(format_version=99), "newer than this.*upgrade learned_optim"),
+    (lambda c: c.update(format_version="1"), "invalid format_version"),
+    (lambda c: c["routes"]["fc"].update(hidden_size="20"), "hidden_size='20'"),
+    (lambda c: c["routes"]["fc"].update(preprocessing="magic"), "preprocessing='magic'"),
+    (lambda c: c["routes"]["fc"].pop("p"), "missing \\['p'\\]"),
+    (lambda c: c["routes"]["fc"].update(p=1.0, dropout=0.1), "unknown \\['dropout'\\]"),
+    (lambda c: c.update(provenance=[]), "provenance must be a JSON object"),
+])
+def test_invalid_configs(tmp_path, edit, phrase):
+    edit_config(tmp_path, edit)
+    with pytest.raises(ConfigError, match=phrase):
+        load_weights(tmp_path)
+
+
+def test_config_shape_mismatch_with_tensors(tmp_path):
+    edit_config(tmp_path, lambda c: c["routes"]["fc"].update(hidden_size=21))
+    with pytest.raises(WeightsFormatError, match="has shape"):
+        load_weights(tmp_path)
+
+
+def test_oversized_config_is_refused(tmp_path):
+    edit_config(tmp_path, lambda c: c["provenance"].update(blob="x" * (2 << 20)))
+    with pytest.raises(ConfigError, match="at most"):
+        load_weights(tmp_path)
+
+
+def test_bundle_needs_an_fc_route():
+    with pytest.raises(WeightsFormatError, match="needs an 'fc' net"):
+        WeightsBundle({"conv": random_net()})
