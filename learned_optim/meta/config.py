@@ -1,0 +1,83 @@
+"""MetaTrainConfig: every knob of meta-training, JSON-serialisable and validated."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from ..network import LSTMOptimizerConfig
+
+__all__ = ["MetaTrainConfig"]
+
+
+@dataclass
+class MetaTrainConfig:
+    """Meta-training hyperparameters (Andrychowicz et al. 2016, Section 2 and 3)."""
+
+    # Meta-training epochs; φ is validated and the best kept after each.
+    epochs: int = 20
+    # Optimizees sampled per epoch (the PyTorch reproduction used 20).
+    tasks_per_epoch: int = 20
+    # Optimizer steps per optimizee, T (paper: 100).
+    horizon: int = 100
+    # Truncated BPTT length: a meta-update after every `unroll` steps (paper: 20).
+    unroll: int = 20
+    # Adam learning rate for φ (see the README for how it was chosen).
+    meta_lr: float = 3e-3
+    # Clip the meta-gradient to this global norm (0 disables clipping).
+    grad_clip: float = 1.0
+    # Meta-loss weights w_t: "uniform" (w_t = 1, paper) or "final" (last step only).
+    loss_weights: str = "uniform"
+    # Fresh validation optimizees per epoch (seeds disjoint from training seeds).
+    validation_tasks: int = 8
+    # Master seed: net initialisation and every sampled task derive from it.
+    seed: int = 0
+    # Consecutive non-finite meta-losses tolerated before the run stops.
+    max_bad_updates: int = 20
+    # Coordinates per block in the update rule (None: all at once).
+    chunk_size: int | None = None
+    # The LSTM optimizer net (same for every route).
+    net: dict[str, Any] = field(default_factory=lambda: LSTMOptimizerConfig().to_dict())
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"MetaTrainConfig.{name} must be a positive integer, "
+                                  f"got {value!r}")
+
+        for name in ("epochs", "tasks_per_epoch", "horizon", "unroll", "validation_tasks",
+                     "max_bad_updates"):
+            positive_int(name)
+        if self.chunk_size is not None:
+            positive_int("chunk_size")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"MetaTrainConfig.seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("meta_lr", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0 or (name == "meta_lr" and value == 0):
+                raise ConfigError(f"MetaTrainConfig.{name} must be a finite number "
+                                  f"{'> 0' if name == 'meta_lr' else '>= 0'}, got {value!r}")
+        if self.loss_weights not in ("uniform", "final"):
+            raise ConfigError("MetaTrainConfig.loss_weights must be 'uniform' or 'final', "
+                              f"got {self.loss_weights!r}")
+        LSTMOptimizerConfig.from_dict(self.net)  # validates the net fields
+
+    @property
+    def net_config(self) -> LSTMOptimizerConfig:
+        return LSTMOptimizerConfig.from_dict(self.net)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MetaTrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown MetaTrainConfig fields {unknown}; known: {sorted(names)}")
+        return cls(**data)

@@ -1,0 +1,73 @@
+"""Task families for meta-training and evaluation, by name.
+
+Meta-training uses only offline data allowed for it: quadratics, scikit-learn's digits
+(training split) and sample images, and synthetic data.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .base import FunctionTaskFamily, Task, TaskFamily, named_routes
+from .digits import DigitsCNNFamily, DigitsMLPFamily
+from .neural_art import NeuralArtFamily
+from .quadratic import QuadraticFamily
+
+__all__ = ["Task", "TaskFamily", "FunctionTaskFamily", "MixtureFamily", "named_routes",
+           "TASK_FAMILIES", "get_task_family", "QuadraticFamily", "DigitsMLPFamily",
+           "DigitsCNNFamily", "NeuralArtFamily"]
+
+
+class MixtureFamily(TaskFamily):
+    """Samples a member family uniformly by seed, then a task from it (for ``default``)."""
+
+    def __init__(self, members: list[TaskFamily], name: str = "mixture", horizon: int = 200):
+        self.members, self.name, self.horizon = members, name, horizon
+
+    def sample(self, seed: int) -> Task:
+        g = torch.Generator().manual_seed(seed)
+        member = self.members[int(torch.randint(len(self.members), (1,), generator=g))]
+        return member.sample(seed)
+
+    def describe(self):
+        return {**super().describe(), "members": [m.describe() for m in self.members]}
+
+
+def _default_mixture() -> MixtureFamily:
+    """Architectures, activations, widths, depths and batch sizes for the ``default`` optimizer.
+
+    Held out from it (used for its validation): the digits CNN and neural art.
+    """
+    members: list[TaskFamily] = [QuadraticFamily()]
+    for activation in ("sigmoid", "tanh", "relu"):
+        for hidden, layers, batch in ((20, 1, 128), (40, 2, 64), (80, 1, 32), (10, 2, 256)):
+            members.append(DigitsMLPFamily(hidden=hidden, layers=layers, activation=activation,
+                                           batch_size=batch, horizon=200,
+                                           name=f"digits-mlp-{activation}-{hidden}x{layers}"))
+    return MixtureFamily(members, name="mixture", horizon=200)
+
+
+TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
+    "quadratic": QuadraticFamily,
+    "digits-mlp": DigitsMLPFamily,
+    "digits-mlp-40": lambda: DigitsMLPFamily(hidden=40, name="digits-mlp-40"),
+    "digits-mlp-2layer": lambda: DigitsMLPFamily(layers=2, name="digits-mlp-2layer"),
+    "digits-mlp-relu": lambda: DigitsMLPFamily(activation="relu", name="digits-mlp-relu"),
+    "digits-mlp-200": lambda: DigitsMLPFamily(horizon=200, name="digits-mlp-200"),
+    "digits-cnn": DigitsCNNFamily,
+    "digits-cnn-5": lambda: DigitsCNNFamily(classes=range(5), name="digits-cnn-5"),
+    "digits-cnn-2": lambda: DigitsCNNFamily(classes=range(2), name="digits-cnn-2"),
+    "digits-cnn-sub": lambda: DigitsCNNFamily(classes=range(5, 10), name="digits-cnn-sub"),
+    "neural-art": NeuralArtFamily,
+    "neural-art-128-stripes": lambda: NeuralArtFamily(size=128, style="stripes"),
+    "mixture": _default_mixture,
+}
+
+
+def get_task_family(name: str) -> TaskFamily:
+    """The registered task family ``name`` (see :data:`TASK_FAMILIES`)."""
+    if name not in TASK_FAMILIES:
+        raise ValueError(f"unknown task family {name!r}; known: {sorted(TASK_FAMILIES)}")
+    return TASK_FAMILIES[name]()

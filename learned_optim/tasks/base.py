@@ -1,0 +1,98 @@
+"""Tasks for meta-training: a family samples tasks; a task is a plain ``nn.Module`` to optimize.
+
+Following google/learned_optimization: ``TaskFamily.sample(seed) -> Task``. A :class:`Task`
+holds an ``nn.Module``, its initial parameters θ₀, a batch sampler and a loss. The MetaTrainer
+unrolls it functionally with ``torch.func.functional_call(model, params, inputs)``, so any user
+module becomes a meta-training task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..routing import CONV_ROUTE, FC_ROUTE
+
+__all__ = ["Task", "TaskFamily", "FunctionTaskFamily", "named_routes"]
+
+
+def named_routes(model: nn.Module) -> dict[str, str]:
+    """``{parameter name: route}``: conv layers' weights and biases to "conv", the rest to "fc"."""
+    routes = {}
+    for module_name, module in model.named_modules():
+        route = CONV_ROUTE if isinstance(module, nn.modules.conv._ConvNd) else FC_ROUTE
+        for param_name, param in module.named_parameters(recurse=False):
+            if param.requires_grad:
+                routes[f"{module_name}.{param_name}" if module_name else param_name] = route
+    return routes
+
+
+@dataclass
+class Task:
+    """One optimizee: minimise ``loss_fn(model(inputs), targets)`` over the model's parameters.
+
+    Args:
+        model: the module; its parameters' current values are ignored, θ comes from ``params``.
+        params: initial parameters θ₀ by name (defaults to the model's own).
+        sample_batch: ``step -> (inputs, targets)``; deterministic for a given task.
+        loss_fn: ``(outputs, targets) -> scalar tensor``.
+        routes: ``{name: route}`` (defaults to :func:`named_routes`).
+    """
+
+    model: nn.Module
+    sample_batch: Callable[[int], tuple[Any, Any]]
+    loss_fn: Callable[[Any, Any], torch.Tensor]
+    params: dict[str, torch.Tensor] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.params:
+            self.params = {name: p.detach().clone() for name, p in self.model.named_parameters()
+                           if p.requires_grad}
+        if not self.params:
+            raise ValueError("the task's model has no trainable parameters: nothing to optimize")
+        if not self.routes:
+            self.routes = named_routes(self.model)
+        unknown = sorted(set(self.params) - set(self.routes))
+        if unknown:
+            self.routes.update({name: FC_ROUTE for name in unknown})
+
+    def loss(self, params: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """f(θ) on the batch of ``step``, differentiable with respect to ``params``."""
+        inputs, targets = self.sample_batch(step)
+        outputs = functional_call(self.model, params, (inputs,))
+        value = self.loss_fn(outputs, targets)
+        if not torch.is_tensor(value) or value.numel() != 1:
+            raise ValueError("a task's loss must be a scalar tensor, got "
+                             f"{type(value).__name__} of shape {getattr(value, 'shape', None)}")
+        return value.reshape(())
+
+
+class TaskFamily:
+    """A distribution over tasks. Subclasses implement :meth:`sample`."""
+
+    #: registry name, e.g. "digits-mlp"
+    name: str = "task-family"
+    #: optimizer steps per task in the paper's protocol
+    horizon: int = 100
+
+    def sample(self, seed: int) -> Task:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description recorded in the provenance of trained weights."""
+        return {"name": self.name, "horizon": self.horizon}
+
+
+class FunctionTaskFamily(TaskFamily):
+    """A task family from a function ``seed -> Task`` (for user-defined tasks)."""
+
+    def __init__(self, name: str, make_task: Callable[[int], Task], horizon: int = 100):
+        self.name, self.horizon, self._make_task = name, horizon, make_task
+
+    def sample(self, seed: int) -> Task:
+        return self._make_task(seed)
