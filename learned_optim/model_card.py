@@ -206,7 +206,9 @@ def _usage_target(name: str) -> str:
 
 
 def _title(name: str) -> str:
-    return " ".join(name.split()) or "learned_optim weights"
+    """The card's heading: the bundle's name, unless it is a placeholder like ``<in-memory>``."""
+    title = " ".join(name.split())
+    return "learned_optim weights" if not title or title.startswith("<") else title
 
 
 def _value_or_missing(value: Any) -> str:

@@ -50,7 +50,7 @@ _MAX_CONFIG_BYTES = 1 << 20
 _CONFIG_FIELDS = ("format", "format_version", "name", "routes", "provenance")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}(@[\w./-]{1,255})?$")
 
 
 class WeightsBundle:
@@ -119,10 +119,11 @@ class WeightsBundle:
         return {route: self.nets[route].config.to_dict() for route in self.routes}
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` into ``directory`` atomically.
+        """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` atomically.
 
         Each file is written to a temporary file in the same folder, flushed to disk and moved
         into place with ``os.replace``, so an interrupted save leaves the previous files intact.
+        The folder is Hub-ready; the card is regenerated from the bundle on every save.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -131,12 +132,21 @@ class WeightsBundle:
                     "config": config_text, "learned_optim_version": __version__}
         atomic_write_bytes(directory / WEIGHTS_FILE, safetensors_dumps(self.tensors(), metadata))
         atomic_write_bytes(directory / CONFIG_FILE, (config_text + "\n").encode())
+        from .model_card import write_model_card  # no huggingface_hub import
+
+        write_model_card(self, directory)
         return directory
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, **hub_options: Any) -> "WeightsBundle":
         """Load from a local path, a bundled name or a Hub repo id (see :func:`resolve_weights`)."""
         return resolve_weights(source, **hub_options)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> Any:
+        """Upload to the Hub repo ``repo_id`` with a model card (see :func:`hub.push_to_hub`)."""
+        from . import hub  # the only module that imports huggingface_hub
+
+        return hub.push_to_hub(self, repo_id, **options)
 
     def __repr__(self) -> str:
         return (f"WeightsBundle(name={self.name!r}, routes={list(self.routes)}, "
@@ -253,8 +263,11 @@ def parse_config(text: str | bytes, *, source: str) -> dict[str, Any]:
 
 def _refuse_pickle(path: Path) -> None:
     with open(path, "rb") as handle:
-        head = handle.read(2)
-    if path.suffix.lower() in _PICKLE_SUFFIXES or head == b"PK" or head[:1] == b"\x80":
+        head = handle.read(9)
+    # A safetensors file starts with its header length (u64, little-endian) and then "{": that
+    # length's first bytes can be 0x80 or "PK" by chance, so only other files are sniffed.
+    sniffed = head[8:9] != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80")
+    if path.suffix.lower() in _PICKLE_SUFFIXES or sniffed:
         raise WeightsFormatError(
             f"{str(path)!r} looks like a pickle/torch.save checkpoint. learned_optim never "
             "unpickles files (they can run arbitrary code); load weights from a .safetensors "
@@ -332,9 +345,10 @@ def resolve_weights(weights: Any = "default", **hub_options: Any) -> WeightsBund
 
     Accepted, in this order for strings: an existing local path (a bundle directory or a
     ``.safetensors`` file), a bundled name (:func:`list_pretrained`), then a Hugging Face Hub
-    repo id ``"org/name"`` (``hub_options``: ``revision``, ``cache_dir``,
-    ``local_files_only``). Objects: a :class:`WeightsBundle`, an :class:`LSTMOptimizerNet`
-    (used for every route) or a ``{route: net}`` mapping.
+    repo id ``"org/name"`` or ``"org/name@revision"`` (``hub_options``: ``revision``,
+    ``cache_dir``, ``local_files_only``; see :func:`learned_optim.hub.load_from_hub`).
+    Objects: a :class:`WeightsBundle`, an :class:`LSTMOptimizerNet` (used for every route) or
+    a ``{route: net}`` mapping.
     """
     if isinstance(weights, WeightsBundle):
         return weights

@@ -1,0 +1,136 @@
+"""Command line interface: ``python -m learned_optim COMMAND ...``.
+
+Commands are registered in :data:`COMMANDS` with the :func:`command` decorator: each has a
+function that adds its arguments to a subparser and a function that runs it and returns the
+exit status. Adding a command is one decorated function (plus its arguments function).
+
+Examples::
+
+    python -m learned_optim list
+    python -m learned_optim export default ./default-hub   # a Hub-ready folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .errors import WeightsError
+
+__all__ = ["COMMANDS", "Command", "command", "build_parser", "main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its name, one-line help, argument setup and implementation."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+#: Registered subcommands, by name, in the order ``--help`` lists them.
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, *, help: str,
+            configure: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register the decorated ``run(args) -> exit status`` function as subcommand ``name``."""
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in COMMANDS:
+            raise ValueError(f"subcommand {name!r} is registered twice")
+        COMMANDS[name] = Command(name, help, configure or (lambda parser: None), run)
+        return run
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="python -m learned_optim",
+        description="The learned LSTM optimizer of Andrychowicz et al. (2016), arXiv:1606.04474.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for entry in COMMANDS.values():
+        sub = subparsers.add_parser(entry.name, help=entry.help, description=entry.help)
+        entry.configure(sub)
+        sub.set_defaults(_run=entry.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit status.
+
+    Weights errors (missing, corrupted, offline) print one ``error:`` line instead of a
+    traceback and exit with status 1.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args._run(args)
+    except (WeightsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# list
+
+
+@command("list", help="list the bundled learned optimizers with a one-line summary each")
+def _run_list(args: argparse.Namespace) -> int:
+    from .model_card import provenance_summary
+    from .weights import list_pretrained, resolve_weights
+
+    names = list_pretrained()
+    if not names:
+        print("no bundled learned optimizers in this install (pretrained/ is empty); "
+              "load a local folder or a Hub repo id instead")
+        return 0
+    width = max(map(len, names))
+    for name in names:
+        bundle = resolve_weights(name)
+        print(f"{name:<{width}}  routes {','.join(bundle.routes)}  "
+              f"{provenance_summary(bundle.provenance)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME",
+                        help="a bundled name, a local folder or .safetensors file, or a Hub "
+                             "repo id 'org/name'")
+    parser.add_argument("directory", metavar="DIR",
+                        help="the folder to write (created if missing; files in it with the "
+                             "same names are replaced)")
+    parser.add_argument("--repo-id", default=None,
+                        help="the Hub repo the folder will be pushed to, used in the model "
+                             "card's usage example")
+    parser.add_argument("--revision", default=None, help="Hub revision, when NAME is a repo id")
+    parser.add_argument("--cache-dir", default=None,
+                        help="huggingface_hub cache folder, when NAME is a repo id")
+    parser.add_argument("--local-files-only", action="store_true",
+                        help="do not download, when NAME is a repo id")
+
+
+@command("export", configure=_export_arguments,
+         help="write a Hub-ready folder (model.safetensors, config.json, README.md) for NAME")
+def _run_export(args: argparse.Namespace) -> int:
+    from .model_card import write_model_card
+    from .weights import resolve_weights
+
+    bundle = resolve_weights(args.name, revision=args.revision, cache_dir=args.cache_dir,
+                             local_files_only=args.local_files_only or None)
+    directory = bundle.save_pretrained(args.directory)
+    if args.repo_id:
+        write_model_card(bundle, directory, repo_id=args.repo_id)
+    print(f"wrote {bundle.name!r} (fingerprint {bundle.fingerprint()}) to {directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
