@@ -30,6 +30,7 @@ _SEED_KEYS = ("seeds", "seed")
 _METRIC_KEYS = ("metrics", "final_metrics", "validation_metrics", "validation")
 _EPOCH_KEYS = ("epochs",)
 _WALL_TIME_KEYS = ("wall_time_s", "wall_time", "wall_time_seconds")
+_VERSION_KEYS = ("learned_optim_version", "version")
 _PLACEHOLDER_USAGE = "path/to/this/folder"
 
 _CITATION = """\
@@ -91,18 +92,23 @@ def write_model_card(bundle: "WeightsBundle", directory: str | os.PathLike, *,
 
 def provenance_summary(provenance: Mapping[str, Any]) -> str:
     """One line describing how weights were made, e.g. for ``python -m learned_optim list``."""
+    description = provenance.get("description")
     task = _first(provenance, _TASK_KEYS)
-    parts = [f"task {_short(task)}" if task is not None else f"task {NOT_RECORDED}"]
+    if isinstance(description, str) and description.strip():
+        parts = [_short(description, 60)]
+    elif task is not None:
+        parts = [f"task {_short(_task_name(task))}"]
+    else:
+        parts = [f"task {NOT_RECORDED}"]
     epochs = _first(provenance, _EPOCH_KEYS)
     if epochs is not None:
         parts.append(f"{_short(epochs)} epochs")
     seeds = _first(provenance, _SEED_KEYS)
     if seeds is not None:
-        parts.append(f"seeds {_short(seeds)}")
-    metrics = _first(provenance, _METRIC_KEYS)
-    if isinstance(metrics, Mapping) and metrics:
-        key, value = next(iter(metrics.items()))
-        parts.append(f"{key}={_short(value)}")
+        parts.append(f"seed {_short(seeds)}")
+    metric = _headline_metric(_first(provenance, _METRIC_KEYS))
+    if metric is not None:
+        parts.append(f"{metric[0]}={_short(_round(metric[1]))}")
     return ", ".join(parts)
 
 
@@ -147,11 +153,12 @@ def _training_section(provenance: Mapping[str, Any]) -> str:
     lines = [
         "## How it was meta-trained",
         "",
-        f"- Task: {_value_or_missing(task)}",
+        f"- Task: {_task_line(task)}",
+        f"- Description: {_value_or_missing(provenance.get('description'))}",
         f"- Seeds: {_value_or_missing(seeds)}",
         f"- Epochs: {_value_or_missing(epochs)}",
         f"- Wall time (s): {_value_or_missing(wall_time)}",
-        f"- learned_optim version: {_value_or_missing(provenance.get('version'))}",
+        f"- learned_optim version: {_value_or_missing(_first(provenance, _VERSION_KEYS))}",
         f"- Git commit: {_value_or_missing(provenance.get('git_commit'))}",
         "",
         "Command:",
@@ -192,6 +199,38 @@ def _first(provenance: Mapping[str, Any], keys: Iterable[str]) -> Any:
         if provenance.get(key) is not None:
             return provenance[key]
     return None
+
+
+def _task_name(task: Any) -> Any:
+    """A task recorded as ``{"name": ..., **settings}`` is named by its ``name``."""
+    if isinstance(task, Mapping) and task.get("name") is not None:
+        return task["name"]
+    return task
+
+
+def _task_line(task: Any) -> str:
+    if task is None:
+        return NOT_RECORDED
+    settings = ({k: v for k, v in task.items() if k != "name"}
+                if isinstance(task, Mapping) and "name" in task else None)
+    if settings:
+        return f"{_inline(task['name'])} with {_inline(settings)}"
+    return _inline(_task_name(task))
+
+
+def _headline_metric(metrics: Any) -> tuple[str, Any] | None:
+    """The first validation metric (else the first metric) of a metrics mapping."""
+    if not isinstance(metrics, Mapping) or not metrics:
+        return None
+    for key, value in metrics.items():
+        if str(key).startswith("validation"):
+            return str(key), value
+    key, value = next(iter(metrics.items()))
+    return str(key), value
+
+
+def _round(value: Any) -> Any:
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -384,6 +384,13 @@ def test_model_card_says_not_recorded_when_provenance_is_missing():
     for field in ("Seeds", "Epochs"):
         assert f"- {field}: {NOT_RECORDED}" in text
     assert f"Command:\n\n{NOT_RECORDED}" in text and f"Metrics:\n\n{NOT_RECORDED}" in text
+    # the MetaTrainer's layout: the task as {"name", **settings}, a description, a version
+    trainer = model_card_text(make_bundle(0, provenance={
+        "task": {"name": "quadratic", "dim": 10}, "description": "random 10-d quadratics",
+        "learned_optim_version": "0.1.0", "seed": 0}))
+    assert '- Task: `quadratic` with `{"dim": 10}`' in trainer
+    assert "- Description: `random 10-d quadratics`" in trainer
+    assert "- learned_optim version: `0.1.0`" in trainer and "- Seeds: `0`" in trainer
     empty = model_card_text(WeightsBundle({"fc": LSTMOptimizerNet(seed=0)}))
     assert "weights=\"path/to/this/folder\"" in empty and "# learned_optim weights" in empty
     assert f"Provenance: {NOT_RECORDED}" in empty
@@ -461,7 +468,7 @@ def test_cli_list_empty_and_with_a_bundle(tmp_path, monkeypatch, capsys):
     assert main(["list"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("toy") and "routes conv,fc" in line
-    assert "task quadratic" in line and "seeds 3,4" in line and "validation_meta_loss=0.125" in line
+    assert "task quadratic" in line and "seed 3,4" in line and "validation_meta_loss=0.125" in line
 
 
 def test_cli_export_then_load_back_identically(tmp_path):
