@@ -132,5 +132,83 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# meta-train
+
+
+def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .meta.config import MetaTrainConfig
+    from .meta.presets import PRESETS
+    from .tasks import TASK_FAMILIES
+
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--preset", choices=sorted(PRESETS) + ["all"],
+                       help="re-run the recipe of a bundled optimizer ('all': every one)")
+    which.add_argument("--task", choices=sorted(TASK_FAMILIES), help="a task family")
+    parser.add_argument("--out", default=None,
+                        help="output folder (with --preset all: the parent folder, default "
+                             "pretrained/)")
+    parser.add_argument("--validation-task", choices=sorted(TASK_FAMILIES), default=None,
+                        help="family used to pick the best weights (default: --task)")
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="write a checkpoint after every epoch here")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint in --checkpoint-dir")
+    parser.add_argument("--seed", type=int, default=0)
+    defaults = MetaTrainConfig()
+    for field in ("epochs", "tasks_per_epoch", "horizon", "unroll", "validation_tasks"):
+        parser.add_argument("--" + field.replace("_", "-"), type=int,
+                            default=getattr(defaults, field))
+    parser.add_argument("--meta-lr", type=float, default=defaults.meta_lr)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("meta-train", configure=_meta_train_arguments,
+         help="meta-train the LSTM optimizer and write a weights folder the optimizer loads")
+def _run_meta_train(args: argparse.Namespace) -> int:
+    from .meta.presets import PRESETS, run_preset
+
+    if args.preset:
+        names = sorted(PRESETS) if args.preset == "all" else [args.preset]
+        for name in names:
+            out = (f"{args.out or 'pretrained'}/{name}" if args.preset == "all"
+                   else args.out or f"pretrained/{name}")
+            checkpoint = f"{args.checkpoint_dir}/{name}" if args.checkpoint_dir else None
+            bundle = run_preset(name, out, seed=args.seed, progress=not args.no_progress,
+                                checkpoint_dir=checkpoint, resume=args.resume)
+            print(f"wrote {name} to {out}: {bundle.provenance['metrics']}")
+        return 0
+    return _meta_train_task(args)
+
+
+def _meta_train_task(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .meta import MetaTrainConfig, MetaTrainer
+    from .tasks import get_task_family
+
+    if not args.out:
+        print("error: --out is required with --task", file=sys.stderr)
+        return 2
+    config = MetaTrainConfig(epochs=args.epochs, tasks_per_epoch=args.tasks_per_epoch,
+                             horizon=args.horizon, unroll=args.unroll,
+                             validation_tasks=args.validation_tasks, meta_lr=args.meta_lr,
+                             seed=args.seed)
+    validation = get_task_family(args.validation_task) if args.validation_task else None
+    trainer = MetaTrainer(get_task_family(args.task), config, validation_family=validation,
+                          checkpoint_dir=args.checkpoint_dir, name=args.task,
+                          command=shlex.join(["python", "-m", "learned_optim"] + sys.argv[1:]))
+    if args.resume:
+        if not args.checkpoint_dir:
+            print("error: --resume needs --checkpoint-dir", file=sys.stderr)
+            return 2
+        trainer.load_checkpoint(args.checkpoint_dir)
+    bundle = trainer.train(progress=not args.no_progress)
+    bundle.provenance["task_family"] = args.task
+    bundle.save_pretrained(args.out)
+    print(f"wrote {args.out}: {bundle.provenance['metrics']}")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

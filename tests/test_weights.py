@@ -25,7 +25,7 @@ def test_save_and_load_round_trip(tmp_path):
     bundle = two_route_bundle()
     bundle.provenance = {"task": "unit-test", "seed": 3}
     bundle.save_pretrained(tmp_path / "b")
-    assert sorted(os.listdir(tmp_path / "b"))[:2] == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "b")) == ["README.md", "config.json", "model.safetensors"]
     loaded = load_weights(tmp_path / "b")
     assert loaded.routes == ("conv", "fc")
     assert loaded.fingerprint() == bundle.fingerprint()

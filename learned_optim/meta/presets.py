@@ -32,20 +32,20 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "l2l-quadratic": Preset(
-        "quadratic", config=dict(epochs=10, tasks_per_epoch=10, validation_tasks=8, meta_lr=3e-3),
+        "quadratic", config=dict(epochs=10, tasks_per_epoch=20, validation_tasks=8, meta_lr=3e-3),
         description="paper Section 3.1: random 10-d quadratics"),
     "l2l-digits-mlp": Preset(
-        "digits-mlp", config=dict(epochs=6, tasks_per_epoch=10, validation_tasks=4, meta_lr=1e-2),
+        "digits-mlp", config=dict(epochs=15, tasks_per_epoch=20, validation_tasks=4, meta_lr=1e-2),
         description="paper Section 3.2 (MNIST) on 8x8 digits: 64-20-10 sigmoid MLP"),
     "l2l-digits-cnn": Preset(
-        "digits-cnn", config=dict(epochs=3, tasks_per_epoch=5, validation_tasks=2, meta_lr=1e-2),
+        "digits-cnn", config=dict(epochs=8, tasks_per_epoch=10, validation_tasks=3, meta_lr=1e-2),
         description="paper Section 3.3 (CIFAR) on digits: conv and fc LSTMs"),
     "l2l-neural-art": Preset(
-        "neural-art", config=dict(epochs=3, tasks_per_epoch=5, validation_tasks=2, meta_lr=3e-3),
+        "neural-art", config=dict(epochs=6, tasks_per_epoch=8, validation_tasks=3, meta_lr=3e-3),
         description="paper Section 3.4: style transfer on 64x64 images"),
     "default": Preset(
         "mixture", validation_task="digits-mlp-relu",
-        config=dict(epochs=4, tasks_per_epoch=8, validation_tasks=3, meta_lr=3e-3),
+        config=dict(epochs=12, tasks_per_epoch=16, validation_tasks=4, meta_lr=3e-3, horizon=200),
         description="mixture of quadratics and digits MLPs (sigmoid/tanh, widths 10-80, depth "
                     "1-2, batch 32-256, 200 steps); chosen on held-out ReLU MLPs"),
 }
@@ -71,6 +71,7 @@ def run_preset(name: str, out: str | Path, *, seed: int = 0, progress: bool = Tr
     started = time.perf_counter()
     bundle = trainer.train(progress=progress)
     bundle.provenance["preset"] = name
+    bundle.provenance["task_family"] = preset.task
     bundle.provenance["description"] = preset.description
     bundle.provenance["total_wall_time_s"] = round(time.perf_counter() - started, 1)
     bundle.save_pretrained(out)

@@ -100,7 +100,8 @@ class NeuralArtFamily(TaskFamily):
         if style not in ("photo", "stripes"):
             raise ValueError("style must be 'photo' or 'stripes'")
         self.size, self.style, self.style_weight, self.horizon = size, style, style_weight, horizon
-        self.name = name or f"neural-art-{size}" + ("" if style == "photo" else f"-{style}")
+        default = "neural-art" if size == 64 else f"neural-art-{size}"
+        self.name = name or default + ("" if style == "photo" else f"-{style}")
 
     def sample(self, seed: int) -> Task:
         g = torch.Generator().manual_seed(seed)
