@@ -78,7 +78,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 # list
 
 
-@command("list", help="list the bundled learned optimizers with a one-line summary each")
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--markdown", action="store_true",
+                        help="a markdown table of each optimizer's meta-training record")
+
+
+def _markdown_table(names) -> str:
+    from .weights import resolve_weights
+
+    rows = ["| name | routes | meta-trained on | epochs x tasks | wall time | validation final "
+            "loss: untrained -> trained |", "|---|---|---|---|---|---|"]
+    for name in names:
+        bundle = resolve_weights(name)
+        p, m = bundle.provenance, bundle.provenance.get("metrics", {})
+        config = p.get("config", {})
+        rows.append(
+            f"| `{name}` | {', '.join(bundle.routes)} | {p.get('task_family', '?')} "
+            f"(horizon {config.get('horizon', '?')}) | {p.get('epochs', '?')} x "
+            f"{config.get('tasks_per_epoch', '?')} | {p.get('total_wall_time_s', '?')} s | "
+            f"{m.get('untrained_validation_final_loss', float('nan')):.4g} -> "
+            f"{m.get('validation_final_loss', float('nan')):.4g} "
+            f"(on {p.get('validation_task', {}).get('name', '?')}) |")
+    return "\n".join(rows)
+
+
+@command("list", configure=_list_arguments,
+         help="list the bundled learned optimizers with a one-line summary each")
 def _run_list(args: argparse.Namespace) -> int:
     from .model_card import provenance_summary
     from .weights import list_pretrained, resolve_weights
@@ -87,6 +112,9 @@ def _run_list(args: argparse.Namespace) -> int:
     if not names:
         print("no bundled learned optimizers in this install (pretrained/ is empty); "
               "load a local folder or a Hub repo id instead")
+        return 0
+    if getattr(args, "markdown", False):
+        print(_markdown_table(names))
         return 0
     width = max(map(len, names))
     for name in names:

@@ -1,0 +1,244 @@
+"""MetaTrainer: learning works, the meta-gradient is right, checkpoints resume exactly."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from learned_optim import (ConfigError, LearnedLSTMOptim, LSTMOptimizerNet, fuse_weights,
+                           list_pretrained, load_weights, lstm_update, resolve_weights)
+from learned_optim.meta import MetaTrainConfig, MetaTrainer
+from learned_optim.meta.unroll import evaluate, start
+from learned_optim.tasks import (FunctionTaskFamily, QuadraticFamily, Task, TaskFamily,
+                                 get_task_family)
+
+
+def tiny_config(**overrides):
+    base = dict(epochs=3, tasks_per_epoch=4, horizon=20, unroll=10, validation_tasks=4,
+                meta_lr=1e-2, seed=0)
+    return MetaTrainConfig(**{**base, **overrides})
+
+
+def short_quadratics():
+    return QuadraticFamily(horizon=20)
+
+
+def test_meta_training_beats_the_untrained_net_on_quadratics():
+    trainer = MetaTrainer(short_quadratics(), tiny_config())
+    bundle = trainer.train(progress=False)
+    untrained = trainer.history[0]["final_loss"]
+    best = bundle.provenance["metrics"]["validation_final_loss"]
+    assert best < 0.5 * untrained, (best, untrained)
+    assert bundle.provenance["metrics"]["untrained_validation_final_loss"] == untrained
+
+
+def float64_quadratic_family():
+    def make(seed):
+        g = torch.Generator().manual_seed(seed)
+        W = torch.randn(3, 3, generator=g, dtype=torch.float64)
+        y = torch.randn(3, generator=g, dtype=torch.float64)
+        model = nn.Linear(3, 1, bias=False).double()
+        return Task(model=model, params={"weight": torch.randn(1, 3, generator=g,
+                                                               dtype=torch.float64)},
+                    sample_batch=lambda step: (W, y),
+                    loss_fn=lambda out, target: (out.squeeze(1) - target).square().sum())
+    return FunctionTaskFamily("quadratic-f64", make, horizon=3)
+
+
+def test_meta_gradient_matches_finite_differences():
+    steps = 3
+    trainer = MetaTrainer(float64_quadratic_family(),
+                          tiny_config(horizon=steps, unroll=steps))
+    for net in trainer.nets.values():
+        net.double()
+    task = trainer.family.sample(5)
+    meta_loss, _ = trainer.meta_loss(task, start(task, trainer.nets), steps)
+    meta_loss.backward()
+    net = trainer.nets["fc"]
+
+    # Record the optimizee gradients at φ: the estimator treats them as constants.
+    recorded, state = [], start(task, trainer.nets)
+    with torch.no_grad():
+        weights = fuse_weights(net)
+        params, hidden = state.params["weight"].detach(), state.hidden["weight"]
+        for t in range(steps):
+            with torch.enable_grad():
+                p = params.clone().requires_grad_()
+                (grad,) = torch.autograd.grad(task.loss({"weight": p}, t), p)
+            recorded.append(grad.reshape(-1))
+            (update,), (hidden,) = lstm_update([recorded[-1]], [hidden], weights)
+            params = params + update.view_as(params)
+
+    def replay():
+        """Σ_t f(θ_t)/T with the recorded gradients fed to the LSTM."""
+        with torch.no_grad():
+            weights = fuse_weights(net)
+            params, hidden = state.params["weight"].detach(), state.hidden["weight"]
+            total = 0.0
+            for t in range(steps):
+                (update,), (hidden,) = lstm_update([recorded[t]], [hidden], weights)
+                params = params + update.view_as(params)
+                total += float(task.loss({"weight": params}, t + 1))
+            return total / steps
+
+    eps = 1e-5
+    checked = 0
+    for name, param in net.named_parameters():
+        for index in [0, param.numel() // 2, param.numel() - 1]:
+            flat = param.data.view(-1)
+            original = flat[index].item()
+            flat[index] = original + eps
+            plus = replay()
+            flat[index] = original - eps
+            minus = replay()
+            flat[index] = original
+            numeric = (plus - minus) / (2 * eps)
+            analytic = param.grad.view(-1)[index].item()
+            assert math.isclose(analytic, numeric, rel_tol=1e-4, abs_tol=1e-8), (
+                name, index, analytic, numeric)
+            checked += 1
+    assert checked == 3 * len(list(net.parameters()))
+
+
+def test_saved_bundle_gives_the_same_updates_as_the_in_memory_net(tmp_path):
+    trainer = MetaTrainer(short_quadratics(), tiny_config(epochs=1, tasks_per_epoch=2))
+    bundle = trainer.train(progress=False)
+    bundle.save_pretrained(tmp_path)
+
+    def run(weights):
+        p = nn.Parameter(torch.linspace(-1, 1, 30))
+        opt = LearnedLSTMOptim([p], weights=weights)
+        for _ in range(5):
+            p.grad = p.detach() * 3 - 0.2
+            opt.step()
+        return p.detach()
+
+    assert torch.equal(run(str(tmp_path)), run(bundle.nets["fc"]))
+    loaded = load_weights(tmp_path)
+    assert loaded.provenance["seed"] == 0 and loaded.provenance["command"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    config = tiny_config(epochs=3, tasks_per_epoch=2)
+    full = MetaTrainer(short_quadratics(), config)
+    full.train(progress=False)
+
+    def stop_after_first_epoch(trainer):
+        if trainer.epoch == 1:
+            raise _Interrupt
+
+    first = MetaTrainer(short_quadratics(), config, checkpoint_dir=tmp_path)
+    with pytest.raises(_Interrupt):
+        first.train(progress=False, on_epoch_end=stop_after_first_epoch)
+    resumed = MetaTrainer(short_quadratics(), config, checkpoint_dir=tmp_path)
+    resumed.load_checkpoint(tmp_path)
+    assert resumed.epoch == 1
+    resumed.train(progress=False)
+    for key, value in full._net_state().items():
+        assert torch.equal(value, resumed._net_state()[key]), key
+    for key, value in full.best_state.items():
+        assert torch.equal(value, resumed.best_state[key]), key
+    assert [h["final_loss"] for h in full.history] == [h["final_loss"] for h in resumed.history]
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    MetaTrainer(short_quadratics(), tiny_config(epochs=1, tasks_per_epoch=1),
+                checkpoint_dir=tmp_path).train(progress=False)
+    other = MetaTrainer(short_quadratics(), tiny_config(epochs=1, tasks_per_epoch=1, seed=3))
+    with pytest.raises(RuntimeError, match="another config"):
+        other.load_checkpoint(tmp_path)
+
+
+def test_conv_and_fc_nets_are_trained_jointly():
+    family = get_task_family("digits-cnn")
+    trainer = MetaTrainer(family, tiny_config(epochs=1, tasks_per_epoch=1, horizon=4, unroll=2,
+                                              validation_tasks=1))
+    assert sorted(trainer.nets) == ["conv", "fc"]
+    before = trainer._net_state()
+    trainer.train_task(family.sample(1))
+    after = trainer._net_state()
+    for route in ("conv", "fc"):
+        changed = [k for k in before if k.startswith(route) and not torch.equal(before[k], after[k])]
+        assert changed, route
+
+
+def test_any_user_module_is_a_task():
+    class TinyRegressor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+
+        def forward(self, x):
+            return self.body(x).squeeze(1)
+
+    def make(seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(64, 3, generator=g)
+        y = x @ torch.randn(3, generator=g)
+        torch.manual_seed(seed)
+        return Task(model=TinyRegressor(), sample_batch=lambda step: (x, y),
+                    loss_fn=nn.functional.mse_loss)
+
+    trainer = MetaTrainer(FunctionTaskFamily("tiny-regression", make, horizon=20),
+                          tiny_config(epochs=2, tasks_per_epoch=3))
+    bundle = trainer.train(progress=False)
+    assert bundle.provenance["task"]["name"] == "tiny-regression"
+    assert math.isfinite(bundle.provenance["metrics"]["validation_final_loss"])
+
+
+def test_non_finite_meta_losses_are_skipped_then_stop_the_run():
+    class NaNAfterStart(TaskFamily):
+        name, horizon = "nan-task", 6
+
+        def sample(self, seed):
+            model = nn.Linear(2, 1)
+            return Task(model=model, sample_batch=lambda step: (torch.ones(4, 2), step),
+                        loss_fn=lambda out, step: out.sum() * (math.nan if step > 0 else 1.0))
+
+    trainer = MetaTrainer(NaNAfterStart(), tiny_config(horizon=6, unroll=2, max_bad_updates=2,
+                                                       validation_tasks=1))
+    with pytest.raises(RuntimeError, match="non-finite meta-updates in a row"):
+        trainer.train(progress=False)
+    assert trainer.skipped_updates == 2
+    assert all(torch.isfinite(v).all() for v in trainer._net_state().values())
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("unroll", -1), ("meta_lr", 0.0),
+                                         ("grad_clip", float("nan")), ("loss_weights", "late"),
+                                         ("seed", -1), ("net", {"hidden_size": 3})])
+def test_invalid_config_values(field, value):
+    with pytest.raises(ConfigError, match=field if field != "net" else "missing"):
+        tiny_config(**{field: value})
+
+
+def test_bad_task_loss_and_models_without_parameters():
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        Task(model=nn.ReLU(), sample_batch=lambda s: (torch.ones(2), None),
+             loss_fn=lambda out, _: out.sum())
+    task = Task(model=nn.Linear(2, 3), sample_batch=lambda s: (torch.ones(4, 2), None),
+                loss_fn=lambda out, _: out)
+    with pytest.raises(ValueError, match="must be a scalar"):
+        task.loss(task.params, 0)
+
+
+def test_every_bundled_optimizer_beats_its_untrained_initialisation():
+    """Each shipped optimizer, on fresh tasks of its own family, against the net it started
+    from (same seed, untrained), over a short horizon to keep CI fast."""
+    for name in list_pretrained():
+        bundle = resolve_weights(name)
+        provenance = bundle.provenance
+        family = get_task_family(provenance["task_family"])
+        config = MetaTrainConfig.from_dict(provenance["config"])
+        untrained = {route: LSTMOptimizerNet(config.net_config, seed=config.seed + k)
+                     for k, route in enumerate(sorted(bundle.nets))}
+        steps = min(family.horizon, 40)
+        trained_loss = untrained_loss = 0.0
+        for seed in (123_456, 654_321):
+            trained_loss += sum(evaluate(family.sample(seed), bundle.nets, steps))
+            untrained_loss += sum(evaluate(family.sample(seed), untrained, steps))
+        assert trained_loss < untrained_loss, (name, trained_loss, untrained_loss)
