@@ -23,7 +23,12 @@ def test_route_param_groups_splits_conv_and_fc():
     assert LearnedLSTMOptim.route_param_groups is route_param_groups
 
 
-def step_once(params, weights, groups=None):
+def step_once(params, weights, groups=None, start=None):
+    """One step from ``start`` (default: the current values); returns the new values."""
+    if start is not None:
+        with torch.no_grad():
+            for p, s in zip(params, start):
+                p.copy_(s)
     opt = LearnedLSTMOptim(groups if groups is not None else params, weights=weights)
     for k, p in enumerate(params):
         p.grad = torch.full_like(p, 0.01 * (k + 1))
@@ -31,20 +36,20 @@ def step_once(params, weights, groups=None):
     return [p.detach().clone() for p in params]
 
 
-def test_each_route_uses_its_own_net():
+def route_runs(groups_of):
+    """Step a small CNN with the two-route bundle, and with each route's net alone."""
     bundle = two_route_bundle()
     model = small_cnn()
     params = list(model.parameters())
     start = [p.detach().clone() for p in params]
-    routed = step_once(params, bundle, route_param_groups(model))
-    for p, s in zip(params, start):
-        with torch.no_grad():
-            p.copy_(s)
-    conv_only = step_once(params, bundle.nets["conv"])
-    for p, s in zip(params, start):
-        with torch.no_grad():
-            p.copy_(s)
-    fc_only = step_once(params, bundle.nets["fc"])
+    routed = step_once(params, bundle, groups_of(model), start)
+    conv_only = step_once(params, bundle.nets["conv"], None, start)
+    fc_only = step_once(params, bundle.nets["fc"], None, start)
+    return routed, conv_only, fc_only
+
+
+def test_each_route_uses_its_own_net():
+    routed, conv_only, fc_only = route_runs(route_param_groups)
     # conv weight and bias follow the conv net, the rest the fc net
     for index, after in enumerate(routed):
         expected = conv_only[index] if index in (0, 1) else fc_only[index]
@@ -52,19 +57,7 @@ def test_each_route_uses_its_own_net():
 
 
 def test_auto_routing_by_shape():
-    bundle = two_route_bundle()
-    model = small_cnn()
-    params = list(model.parameters())
-    start = [p.detach().clone() for p in params]
-    auto = step_once(params, bundle)  # plain model.parameters(): route "auto"
-    for p, s in zip(params, start):
-        with torch.no_grad():
-            p.copy_(s)
-    conv_only = step_once(params, bundle.nets["conv"])
-    for p, s in zip(params, start):
-        with torch.no_grad():
-            p.copy_(s)
-    fc_only = step_once(params, bundle.nets["fc"])
+    auto, conv_only, fc_only = route_runs(lambda model: None)  # plain parameters: "auto"
     # only the 4-d conv kernel is recognisable by shape; the conv bias goes to fc
     assert torch.equal(auto[0], conv_only[0])
-    assert all(torch.equal(auto[i], fc_only[i]) for i in range(1, len(params)))
+    assert all(torch.equal(auto[i], fc_only[i]) for i in range(1, len(auto)))
