@@ -140,7 +140,8 @@ class LearnedLSTMOptim(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        skipped = 0
+        # Check every gradient before touching any parameter, so an error leaves all unchanged.
+        work = []
         for group in self.param_groups:
             by_route: dict[str, list[torch.Tensor]] = defaultdict(list)
             for param in group["params"]:
@@ -153,12 +154,9 @@ class LearnedLSTMOptim(Optimizer):
                         f"{tuple(param.shape)}); use dense gradients, e.g. "
                         "nn.Embedding(..., sparse=False), or optimize that parameter with "
                         "torch.optim.SparseAdam in a separate optimizer")
-                route = group["route"]
-                if route == AUTO_ROUTE:
-                    route = route_for_shape(param, self._bundle.routes)
-                by_route[route].append(param)
-            for route, params in by_route.items():
-                skipped += self._step_route(group, route, params)
+                by_route[_route_of(self, group, param)].append(param)
+            work += [(group, route, params) for route, params in by_route.items()]
+        skipped = sum(self._step_route(group, route, params) for group, route, params in work)
         if skipped:
             warnings.warn(
                 f"LearnedLSTMOptim skipped {skipped} parameter(s) whose gradient contains NaN "

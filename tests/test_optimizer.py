@@ -419,11 +419,16 @@ def test_optimizer_is_bit_exact_across_tensor_splits():
 
 
 def test_sparse_gradients_are_refused():
+    dense = nn.Parameter(torch.randn(4))
     emb = nn.Embedding(10, 3, sparse=True)
-    opt = LearnedLSTMOptim(emb.parameters(), weights=random_net())
+    opt = LearnedLSTMOptim([{"params": [dense]}, {"params": emb.parameters()}],
+                           weights=random_net())
+    dense.grad = torch.ones(4)
     emb(torch.tensor([1, 2])).sum().backward()
+    before = dense.detach().clone()
     with pytest.raises(RuntimeError, match="does not support sparse gradients.*SparseAdam"):
         opt.step()
+    assert torch.equal(dense, before) and not opt.state  # nothing moved, no state made
 
 
 def test_non_finite_gradients_never_reach_the_params():
