@@ -47,7 +47,7 @@ PRESETS: dict[str, Preset] = {
         "mixture", validation_task="digits-mlp-relu",
         config=dict(epochs=12, tasks_per_epoch=16, validation_tasks=4, meta_lr=3e-3, horizon=200),
         description="mixture of quadratics and digits MLPs (sigmoid/tanh, widths 10-80, depth "
-                    "1-2, batch 32-256, 200 steps); chosen on held-out ReLU MLPs"),
+                    "1-2, batch 32-256, 200 steps); chosen on ReLU MLPs, never trained on"),
 }
 
 

@@ -38,10 +38,11 @@ class MixtureFamily(TaskFamily):
 def _default_mixture() -> MixtureFamily:
     """Architectures, activations, widths, depths and batch sizes for the ``default`` optimizer.
 
-    Held out from it (used for its validation): the digits CNN and neural art.
+    ReLU is left out on purpose: the ``default`` preset is chosen by validation on ReLU digits
+    MLPs (``digits-mlp-relu``), a family it never trains on (the paper's known failure case).
     """
     members: list[TaskFamily] = [QuadraticFamily()]
-    for activation in ("sigmoid", "tanh", "relu"):
+    for activation in ("sigmoid", "tanh"):
         for hidden, layers, batch in ((20, 1, 128), (40, 2, 64), (80, 1, 32), (10, 2, 256)):
             members.append(DigitsMLPFamily(hidden=hidden, layers=layers, activation=activation,
                                            batch_size=batch, horizon=200,
