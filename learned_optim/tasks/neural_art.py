@@ -45,7 +45,7 @@ def _feature_net() -> nn.Module:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight)
                 nn.init.zeros_(module.bias)
-    return net.requires_grad_(False).eval()
+    return net.requires_grad_(False).train(False)
 
 
 def _features(image: torch.Tensor) -> list[torch.Tensor]:
