@@ -23,14 +23,14 @@ MODEL_CARD_TAGS = ("learned-optimizer", "learning-to-learn", "meta-learning", "o
                    "pytorch")
 NOT_RECORDED = "not recorded"
 
-# Provenance keys, first match wins: the trainer may spell a field in any of these ways.
-_TASK_KEYS = ("task", "task_family", "tasks", "preset")
-_COMMAND_KEYS = ("command", "cmd")
-_SEED_KEYS = ("seeds", "seed")
-_METRIC_KEYS = ("metrics", "final_metrics", "validation_metrics", "validation")
-_EPOCH_KEYS = ("epochs",)
-_WALL_TIME_KEYS = ("wall_time_s", "wall_time", "wall_time_seconds")
-_VERSION_KEYS = ("learned_optim_version", "version")
+# Provenance keys, as MetaTrainer.provenance() writes them.
+_TASK_KEY = "task"
+_COMMAND_KEY = "command"
+_SEED_KEY = "seed"
+_METRIC_KEY = "metrics"
+_EPOCH_KEY = "epochs"
+_WALL_TIME_KEY = "wall_time_s"
+_VERSION_KEY = "learned_optim_version"
 _PLACEHOLDER_USAGE = "path/to/this/folder"
 
 _CITATION = """\
@@ -93,20 +93,20 @@ def write_model_card(bundle: "WeightsBundle", directory: str | os.PathLike, *,
 def provenance_summary(provenance: Mapping[str, Any]) -> str:
     """One line describing how weights were made, e.g. for ``python -m learned_optim list``."""
     description = provenance.get("description")
-    task = _first(provenance, _TASK_KEYS)
+    task = provenance.get(_TASK_KEY)
     if isinstance(description, str) and description.strip():
         parts = [_short(description, 60)]
     elif task is not None:
         parts = [f"task {_short(_task_name(task))}"]
     else:
         parts = [f"task {NOT_RECORDED}"]
-    epochs = _first(provenance, _EPOCH_KEYS)
+    epochs = provenance.get(_EPOCH_KEY)
     if epochs is not None:
         parts.append(f"{_short(epochs)} epochs")
-    seeds = _first(provenance, _SEED_KEYS)
+    seeds = provenance.get(_SEED_KEY)
     if seeds is not None:
         parts.append(f"seed {_short(seeds)}")
-    metric = _headline_metric(_first(provenance, _METRIC_KEYS))
+    metric = _headline_metric(provenance.get(_METRIC_KEY))
     if metric is not None:
         parts.append(f"{metric[0]}={_short(_round(metric[1]))}")
     return ", ".join(parts)
@@ -145,11 +145,11 @@ def _architecture_section(bundle: "WeightsBundle") -> str:
 
 def _training_section(provenance: Mapping[str, Any]) -> str:
     """How the weights were meta-trained, from the provenance; missing fields say so."""
-    task = _first(provenance, _TASK_KEYS)
-    seeds = _first(provenance, _SEED_KEYS)
-    epochs = _first(provenance, _EPOCH_KEYS)
-    wall_time = _first(provenance, _WALL_TIME_KEYS)
-    command = _first(provenance, _COMMAND_KEYS)
+    task = provenance.get(_TASK_KEY)
+    seeds = provenance.get(_SEED_KEY)
+    epochs = provenance.get(_EPOCH_KEY)
+    wall_time = provenance.get(_WALL_TIME_KEY)
+    command = provenance.get(_COMMAND_KEY)
     lines = [
         "## How it was meta-trained",
         "",
@@ -158,7 +158,7 @@ def _training_section(provenance: Mapping[str, Any]) -> str:
         f"- Seeds: {_value_or_missing(seeds)}",
         f"- Epochs: {_value_or_missing(epochs)}",
         f"- Wall time (s): {_value_or_missing(wall_time)}",
-        f"- learned_optim version: {_value_or_missing(_first(provenance, _VERSION_KEYS))}",
+        f"- learned_optim version: {_value_or_missing(provenance.get(_VERSION_KEY))}",
         f"- Git commit: {_value_or_missing(provenance.get('git_commit'))}",
         "",
         "Command:",
@@ -169,7 +169,7 @@ def _training_section(provenance: Mapping[str, Any]) -> str:
     else:
         text = command if isinstance(command, str) else " ".join(map(str, _as_list(command)))
         lines.extend(["```bash", text.replace("```", "'''"), "```"])
-    lines.extend(["", "Metrics:", "", _metrics_table(_first(provenance, _METRIC_KEYS))])
+    lines.extend(["", "Metrics:", "", _metrics_table(provenance.get(_METRIC_KEY))])
     if provenance:
         dump = json.dumps(provenance, indent=2, sort_keys=True, default=str)
         lines.extend(["", "Full provenance, as recorded in `config.json`:", "", "```json",
@@ -192,13 +192,6 @@ def _metrics_table(metrics: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Formatting helpers
-
-
-def _first(provenance: Mapping[str, Any], keys: Iterable[str]) -> Any:
-    for key in keys:
-        if provenance.get(key) is not None:
-            return provenance[key]
-    return None
 
 
 def _task_name(task: Any) -> Any:
