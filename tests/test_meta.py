@@ -242,3 +242,17 @@ def test_every_bundled_optimizer_beats_its_untrained_initialisation():
             trained_loss += sum(evaluate(family.sample(seed), bundle.nets, steps))
             untrained_loss += sum(evaluate(family.sample(seed), untrained, steps))
         assert trained_loss < untrained_loss, (name, trained_loss, untrained_loss)
+
+
+def test_final_step_weighting_leaves_phi_alone_on_truncations_without_a_weighted_step():
+    trainer = MetaTrainer(short_quadratics(), tiny_config(loss_weights="final"))
+    task = trainer.family.sample(2)
+    first, state = trainer.meta_loss(task, start(task, trainer.nets), 10)  # steps 1..10
+    late, _ = trainer.meta_loss(task, state.detach(), 10)  # steps 11..20: f(θ_20) counts
+    before = trainer._net_state()
+    trainer._meta_update(late)  # a real update: Adam now has momentum
+    moved = trainer._net_state()
+    assert any(not torch.equal(v, moved[k]) for k, v in before.items())
+    again, _ = trainer.meta_loss(task, start(task, trainer.nets), 10)  # no weighted step
+    trainer._meta_update(again)  # must not move φ, even with Adam's momentum
+    assert all(torch.equal(v, trainer._net_state()[k]) for k, v in moved.items())

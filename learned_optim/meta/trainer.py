@@ -101,7 +101,8 @@ class MetaTrainer:
         return {f"{route}.{k}": v.detach().clone() for route in sorted(self.nets)
                 for k, v in self.nets[route].state_dict().items()}
 
-    def _weights_of(self, step: int) -> float:
+    def _loss_weight(self, step: int) -> float:
+        """w_t of the meta-loss."""
         if self.config.loss_weights == "final":
             return 1.0 if step == self.config.horizon else 0.0
         return 1.0
@@ -115,11 +116,12 @@ class MetaTrainer:
             state = apply_update(task, state, loss, weights, chunk_size=self.config.chunk_size,
                                  keep_graph=k > 0)
             loss = task.loss(state.params, state.step)
-            w = self._weights_of(state.step)
+            w = self._loss_weight(state.step)
             if w:
                 total = total + w * loss
                 terms += 1
-        return (total / max(terms, 1) if terms else loss * 0.0), state
+        # A truncation with no weighted step (loss_weights="final") gives a constant: no update.
+        return (total / terms if terms else loss.detach() * 0.0), state
 
     def train_task(self, task: Task) -> list[float]:
         """Unroll one optimizee over the horizon with a meta-update after each truncation."""
@@ -140,10 +142,8 @@ class MetaTrainer:
         if torch.isfinite(meta_loss):
             meta_loss.backward()
             params = self._meta_params()
-            norm = (torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-                    if self.config.grad_clip > 0 else
-                    torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params
-                                                          if p.grad is not None])))
+            # max_norm=inf measures the norm without clipping (grad_clip=0 disables it)
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip or math.inf)
             if torch.isfinite(norm):
                 self.meta_optimizer.step()
                 self.bad_updates = 0
@@ -230,7 +230,7 @@ class MetaTrainer:
 
     def provenance(self) -> dict[str, Any]:
         untrained = self.history[0] if self.history else {}
-        best = min((h for h in self.history[1:]), key=lambda h: h["final_loss"], default={})
+        best = min(self.history[1:], key=lambda h: h["final_loss"], default={})
         return {
             "task": self.family.describe(),
             "validation_task": self.validation_family.describe(),
