@@ -286,6 +286,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
+def strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``tensors`` whose key starts with ``prefix``, with the prefix removed."""
+    return {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+
+
 def bundle_from_tensors(tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any], *,
                         name: str, source: str) -> WeightsBundle:
     """Build nets from a validated config and load ``tensors`` into them strictly."""
@@ -309,9 +314,7 @@ def bundle_from_tensors(tensors: Mapping[str, torch.Tensor], config: Mapping[str
             raise WeightsFormatError(f"{source!r}: tensor {key!r} contains NaN or inf values; "
                                      "the weights are corrupted")
     for route, net in nets.items():
-        prefix = f"{route}."
-        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                             if k.startswith(prefix)}, strict=True)
+        net.load_state_dict(strip_prefix(tensors, f"{route}."), strict=True)
         net.requires_grad_(False)
     return WeightsBundle(nets, name=name, provenance=config["provenance"])
 

@@ -33,7 +33,7 @@ from ..network import LSTMOptimizerNet
 from ..routing import FC_ROUTE
 from ..tasks.base import Task, TaskFamily
 from ..update import fuse_weights
-from ..weights import WeightsBundle, atomic_write_bytes
+from ..weights import WeightsBundle, atomic_write_bytes, strip_prefix
 from .config import MetaTrainConfig
 from .unroll import apply_update, evaluate, start
 
@@ -222,9 +222,7 @@ class MetaTrainer:
         nets = {}
         for route in sorted(self.nets):
             net = LSTMOptimizerNet(self.config.net_config)
-            prefix = f"{route}."
-            net.load_state_dict({k[len(prefix):]: v for k, v in self.best_state.items()
-                                 if k.startswith(prefix)})
+            net.load_state_dict(strip_prefix(self.best_state, f"{route}."))
             nets[route] = net.requires_grad_(False)
         return WeightsBundle(nets, name=self.name, provenance=self.provenance())
 
@@ -293,11 +291,8 @@ class MetaTrainer:
             raise RuntimeError(f"checkpoint {str(path)!r} was made with another config; resume "
                                "with the same config (only epochs may change) or start over")
         for route, net in self.nets.items():
-            prefix = f"current.{route}."
-            net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                                 if k.startswith(prefix)})
-        self.best_state = {k[len("best."):]: v for k, v in tensors.items()
-                           if k.startswith("best.")}
+            net.load_state_dict(strip_prefix(tensors, f"current.{route}."))
+        self.best_state = strip_prefix(tensors, "best.")
         adam = copy.deepcopy(self.meta_optimizer.state_dict())
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
