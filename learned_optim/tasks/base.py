@@ -79,6 +79,10 @@ class TaskFamily:
     name: str = "task-family"
     #: optimizer steps per task in the paper's protocol
     horizon: int = 100
+    #: True when tasks of different seeds differ only in parameters, buffers and batches (same
+    #: module structure, same ``loss_fn`` object): the evaluator may then run seeds side by
+    #: side with ``torch.func.vmap``. A loss that closes over per-seed data must leave it False.
+    batched_seeds: bool = False
 
     def sample(self, seed: int) -> Task:
         raise NotImplementedError

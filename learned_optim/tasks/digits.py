@@ -97,6 +97,8 @@ def _batch_sampler(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int)
 
 
 class _DigitsFamily(TaskFamily):
+    batched_seeds = True
+
     def __init__(self, *, split: str, classes: Sequence[int], batch_size: int, horizon: int):
         self.split, self.classes = split, tuple(classes)
         self.batch_size, self.horizon = batch_size, horizon
