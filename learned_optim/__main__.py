@@ -238,5 +238,62 @@ def _meta_train_task(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .evaluation.suites import SUITES
+
+    parser.add_argument("--suite", choices=sorted(SUITES), default="paper",
+                        help="paper: the paper's experiments; transfer: problems no bundled "
+                             "optimizer was trained on (default: paper)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: two rows, lr grid in decades, 1 tuning seed, "
+                             "3 test seeds")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated row names of the suite (default: all)")
+    parser.add_argument("--out", default=None,
+                        help="folder for table.md, results.json, curves.safetensors and "
+                             "plots/ (default: runs/evaluate-SUITE[-quick])")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: these models are small, and one "
+                             "thread gives steadier timings)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("evaluate", configure=_evaluate_arguments,
+         help="the evidence table: bundled optimizers vs lr-tuned SGD, Nesterov, RMSprop, Adam")
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .evaluation import evaluate_suite
+
+    import torch
+
+    out = args.out or f"runs/evaluate-{args.suite}{'-quick' if args.quick else ''}"
+    if args.threads < 1:
+        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    plots = not args.no_plots
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("matplotlib is not installed: writing no plots (pip install "
+                  "'learned_optim[examples]' for them)", file=sys.stderr)
+            plots = False
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    table = evaluate_suite(args.suite, out, quick=args.quick, rows=rows,
+                           progress=not args.no_progress, plots=plots,
+                           command=shlex.join(["python", "-m", "learned_optim"] + sys.argv[1:]))
+    print(table)
+    print(f"wrote {out}/table.md, results.json, curves.safetensors"
+          + (", plots/" if plots else ""))
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())
