@@ -279,9 +279,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     plots = not args.no_plots
     if plots:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
             print("matplotlib is not installed: writing no plots (pip install "
                   "'learned_optim[examples]' for them)", file=sys.stderr)
             plots = False

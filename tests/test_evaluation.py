@@ -19,6 +19,8 @@ from learned_optim.evaluation.suites import SUITES, Protocol, Row
 from learned_optim.meta.presets import PRESETS
 from learned_optim.tasks import QuadraticFamily, Task, TaskFamily, get_task_family
 from learned_optim.tasks.digits import DigitsCNNFamily, DigitsMLPFamily
+from learned_optim.tasks.heldout import (AddingRNNFamily, DigitsAutoencoderFamily,
+                                         RosenbrockFamily, TabularFamily)
 from learned_optim.tasks.transfer import (IrisFamily, LinnerudFamily, SequenceAttentionFamily,
                                           SyntheticClassificationFamily,
                                           SyntheticRegressionFamily)
@@ -27,7 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BATCHED_FAMILIES = [QuadraticFamily, lambda: DigitsMLPFamily(split="test"),
                     lambda: DigitsCNNFamily(split="test"), IrisFamily, LinnerudFamily,
                     SyntheticClassificationFamily, SyntheticRegressionFamily,
-                    SequenceAttentionFamily]
+                    SequenceAttentionFamily, DigitsAutoencoderFamily, AddingRNNFamily,
+                    RosenbrockFamily,
+                    lambda: TabularFamily("diabetes", hidden=8, raw_targets=True),
+                    lambda: TabularFamily("moons", hidden=8, layers=2, batch_size=16)]
 
 
 # -- statistics ---------------------------------------------------------------------------
@@ -153,6 +158,24 @@ def test_tuning_picks_the_lr_with_the_lowest_mean_final_loss_on_tuning_seeds():
     assert set(result.against_tuned_adam()) == {"l2l"}
 
 
+def test_blow_ups_and_the_wins_tally():
+    from learned_optim.evaluation.evaluate import OptimizerResult, RowResult
+    from learned_optim.evaluation.report import markdown_tables
+
+    curves = torch.tensor([[1.0, 0.5, 0.1], [1.0, 11.0, 0.1], [1.0, math.inf, math.inf]],
+                          dtype=torch.float64)
+    assert OptimizerResult("x", 1.0, curves, 0.0).blow_ups == 2
+    good = torch.tensor([[1.0, 0.1, 0.01]] * 3, dtype=torch.float64)
+    bad = torch.tensor([[1.0, 0.5, 0.4], [1.0, 0.6, 0.5], [1.0, 0.5, 0.45]], dtype=torch.float64)
+    row = Row("r", QuadraticFamily, 3, (OptimizerSpec("mine", "learned", "default"),), "row")
+    win = RowResult(row, [OptimizerResult("Adam (tuned)", 0.1, bad, 0.0),
+                          OptimizerResult("mine", 1.0, good, 0.0)])
+    lose = RowResult(row, [OptimizerResult("Adam (tuned)", 0.1, good, 0.0),
+                           OptimizerResult("mine", 1.0, bad, 0.0)])
+    table = markdown_tables([win, lose, win])
+    assert "- mine vs tuned Adam (final loss): wins 2 / 3 rows, ties 0, loses 1" in table
+
+
 def test_lr_grid_spans_1e4_to_1_in_half_decades():
     assert len(LR_GRID) == 9 and LR_GRID[0] == 1e-4 and LR_GRID[-1] == 1.0
     ratios = [b / a for a, b in zip(LR_GRID, LR_GRID[1:])]
@@ -166,6 +189,10 @@ def test_suites_have_every_row_the_evidence_needs():
             "neural-art-128-stripes"} <= set(names["paper"])
     assert {"digits-mlp-1000", "digits-mlp-10000", "iris", "linnerud", "make-classification",
             "make-regression", "sequence-attention"} <= set(names["transfer"])
+    assert len(names["heldout"]) >= 8 and {"rosenbrock", "adding-rnn", "digits-autoencoder",
+                                           "diabetes-regression"} <= set(names["heldout"])
+    assert not set(names["heldout"]) & set(names["validation"])
+    assert max(row.horizon for row in SUITES["heldout"]) == 10_000
     assert [r.name for r in select_rows("paper", quick=True)] == ["quadratic", "digits-mlp"]
     with pytest.raises(ValueError, match="no rows"):
         select_rows("paper", names=["nope"])

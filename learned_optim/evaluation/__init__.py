@@ -20,7 +20,7 @@ from .baselines import BASELINES, LR_GRID, QUICK_LR_GRID
 from .evaluate import OptimizerResult, RowResult, evaluate_row
 from .report import markdown_tables, write_report
 from .runner import OptimizerSpec, run_losses
-from .suites import PROTOCOLS, QUICK_ROWS, SUITES, Protocol, Row
+from .suites import PROTOCOLS, QUICK_ROWS, SUITES, Protocol, Row, protocol_for
 
 __all__ = ["evaluate_suite", "evaluate_row", "select_rows", "markdown_tables", "write_report",
            "run_losses", "OptimizerSpec", "OptimizerResult", "RowResult", "Row", "Protocol",
@@ -50,8 +50,8 @@ def evaluate_suite(suite: str, out: str | os.PathLike, *, quick: bool = False,
     from tqdm.auto import tqdm
 
     selected = select_rows(suite, quick=quick, names=rows)
-    protocol = PROTOCOLS["quick" if quick else "full"]
-    total = sum(len(BASELINES) * 2 + 1 + len(row.learned) for row in selected)
+    protocol = protocol_for(suite, quick)
+    total = sum(len(protocol.baselines) * 2 + 1 + len(row.learned) for row in selected)
     bar = tqdm(total=total, disable=not progress, desc=f"evaluate {suite}", unit="run")
     started = time.perf_counter()
     results = []
@@ -66,7 +66,8 @@ def evaluate_suite(suite: str, out: str | os.PathLike, *, quick: bool = False,
         "protocol": {"lr_grid": list(protocol.lr_grid),
                      "tuning_seeds": list(protocol.tuning_seeds),
                      "test_seeds": list(protocol.test_seeds),
-                     "timing_steps": protocol.timing_steps},
+                     "timing_steps": protocol.timing_steps,
+                     "baselines": list(protocol.baselines)},
         "wall_time_s": round(time.perf_counter() - started, 1),
         "learned_optim_version": __version__, "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(), "machine": platform.machine(),

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from .baselines import BASELINE_LABELS, BASELINES
+from .baselines import BASELINE_LABELS
 from .runner import OptimizerSpec, final_loss, mean_loss, run_losses, time_per_step
 from .stats import mean_ci, paired_difference, verdict
 from .suites import Protocol, Row
@@ -53,6 +53,13 @@ class OptimizerResult:
         return sum(not math.isfinite(v) for v in self.finals)
 
     @property
+    def blow_ups(self) -> int:
+        """Seeds whose loss ever exceeded 10x their initial loss (or went non-finite)."""
+        peak = torch.where(torch.isfinite(self.curves), self.curves,
+                           torch.full_like(self.curves, math.inf)).amax(-1)
+        return int((peak > 10 * self.curves[:, 0].abs()).sum())
+
+    @property
     def lr_at_grid_edge(self) -> bool:
         grid = sorted(self.tuning_scores)
         return bool(grid) and self.lr in (grid[0], grid[-1])
@@ -61,7 +68,7 @@ class OptimizerResult:
         final, final_ci = mean_ci(self.finals)
         mean, mean_ci_ = mean_ci(self.means)
         return {"label": self.label, "lr": self.lr, "final_loss": final, "final_ci": final_ci,
-                "mean_loss": mean, "mean_ci": mean_ci_, "diverged_seeds": self.diverged,
+                "mean_loss": mean, "mean_ci": mean_ci_, "diverged_seeds": self.diverged, "blow_up_seeds": self.blow_ups,
                 "seconds_per_step": self.seconds_per_step,
                 "lr_at_grid_edge": self.lr_at_grid_edge,
                 "tuning_final_loss": {str(k): v for k, v in self.tuning_scores.items()}}
@@ -119,7 +126,7 @@ def evaluate_row(row: Row, protocol: Protocol,
     timing_steps = min(protocol.timing_steps, row.horizon)
     timing_seed = protocol.test_seeds[0]
     plan: list[tuple[OptimizerSpec, float, dict[float, float]]] = []
-    for kind in BASELINES:
+    for kind in protocol.baselines:
         lr, scores = _tune(family, row, protocol, kind)
         on_progress(f"tuned {BASELINE_LABELS[kind]}")
         plan.append((OptimizerSpec(f"{BASELINE_LABELS[kind]} (tuned)", kind), lr, scores))

@@ -55,8 +55,9 @@ def markdown_tables(rows: Sequence[RowResult]) -> str:
             for label, c in result.against_tuned_adam().items())
         lines.append(f"| {result.row.name} | {result.row.horizon} | {result.winner} | "
                      f"{comparisons} | {result.row.expectation or '—'} |")
-    lines += ["", "| task | optimizer | lr | final loss | mean loss | ms/step |",
-              "|---|---|---|---|---|---|"]
+    lines += [""] + _tally(rows)
+    lines += ["", "| task | optimizer | lr | final loss | mean loss | blow-ups | ms/step |",
+              "|---|---|---|---|---|---|---|"]
     for result in rows:
         for entry in result.results:
             summary = entry.summary()
@@ -66,8 +67,21 @@ def markdown_tables(rows: Sequence[RowResult]) -> str:
                 f"| {result.row.name} | {entry.label} | {lr} | "
                 f"{_with_ci(summary['final_loss'], summary['final_ci'], entry.diverged, seeds)} | "
                 f"{_with_ci(summary['mean_loss'], summary['mean_ci'], entry.diverged, seeds)} | "
-                f"{entry.seconds_per_step * 1e3:.2f} |")
+                f"{entry.blow_ups}/{seeds} | {entry.seconds_per_step * 1e3:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _tally(rows: Sequence[RowResult]) -> list[str]:
+    """One line per learned optimizer: wins / ties / losses against tuned Adam."""
+    counts: dict[str, dict[str, int]] = {}
+    for result in rows:
+        for label, comparison in result.against_tuned_adam().items():
+            tally = counts.setdefault(label, {})
+            tally[comparison["verdict"]] = tally.get(comparison["verdict"], 0) + 1
+    return [f"- {label} vs tuned Adam (final loss): wins {t.get('wins', 0)} / "
+            f"{sum(t.values())} rows, ties {t.get('tie', 0)}, loses {t.get('loses', 0)}"
+            + (f", both diverge {t['both diverge']}" if "both diverge" in t else "")
+            for label, t in counts.items()]
 
 
 def plot_row(result: RowResult, path: Path) -> None:
@@ -78,28 +92,39 @@ def plot_row(result: RowResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    window = max(1, result.row.horizon // 50)
     for entry in result.results:
-        curves = entry.curves
-        steps = torch.arange(curves.shape[1])
+        curves = _moving_average(entry.curves, window)
+        steps = torch.arange(curves.shape[1]) + window - 1
         finite = torch.isfinite(curves).all(0)
         mean = curves.mean(0)
         half = (t_critical(curves.shape[0] - 1) * curves.std(0) / math.sqrt(curves.shape[0])
                 if curves.shape[0] > 1 else torch.zeros_like(mean))
+        # on a log scale mean - CI can be <= 0; the mean is never below the best seed
+        low = torch.maximum(mean - half, curves.min(0).values)
         learned = entry.label not in _BASELINE_STYLE
         style = dict(linewidth=2.0 if learned else 1.2, linestyle="-" if learned else "--")
         line, = ax.plot(steps[finite], mean[finite], label=entry.label, **style)
-        low = (mean - half).clamp_min(mean.abs().min() * 1e-3 + 1e-12)
         ax.fill_between(steps[finite], low[finite], (mean + half)[finite],
                         color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss (mean over test seeds, 95% CI)")
+    smoothing = f", moving average of {window} steps" if window > 1 else ""
+    ax.set_ylabel(f"training loss (mean over test seeds, 95% CI{smoothing})", fontsize=8)
     ax.set_title(f"{result.row.name}: {result.row.description}", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _moving_average(curves: torch.Tensor, window: int) -> torch.Tensor:
+    """Trailing moving average along steps (``window`` 1: unchanged)."""
+    if window <= 1:
+        return curves
+    cumulative = torch.cumsum(torch.nn.functional.pad(curves, (1, 0)), dim=-1)
+    return (cumulative[..., window:] - cumulative[..., :-window]) / window
 
 
 _BASELINE_STYLE = {"SGD (tuned)", "Nesterov (tuned)", "RMSprop (tuned)", "Adam (tuned)",

@@ -12,11 +12,13 @@ Digits rows use the 397 *test* images, never seen in meta-training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from ..tasks.base import TaskFamily
 from ..tasks.digits import DigitsCNNFamily, DigitsMLPFamily
+from ..tasks.heldout import (AddingRNNFamily, DigitsAutoencoderFamily, RosenbrockFamily,
+                             TabularFamily)
 from ..tasks.neural_art import NeuralArtFamily
 from ..tasks.quadratic import QuadraticFamily
 from ..tasks.transfer import (IrisFamily, LinnerudFamily, SequenceAttentionFamily,
@@ -24,7 +26,7 @@ from ..tasks.transfer import (IrisFamily, LinnerudFamily, SequenceAttentionFamil
 from .baselines import LR_GRID, QUICK_LR_GRID
 from .runner import OptimizerSpec
 
-__all__ = ["Row", "Protocol", "SUITES", "QUICK_ROWS", "PROTOCOLS", "learned"]
+__all__ = ["Row", "Protocol", "SUITES", "QUICK_ROWS", "PROTOCOLS", "protocol_for", "learned"]
 
 
 def learned(weights: str, state_dtype: str | None = None) -> OptimizerSpec:
@@ -54,14 +56,25 @@ class Protocol:
     tuning_seeds: tuple[int, ...] = (1000, 1001, 1002)
     test_seeds: tuple[int, ...] = tuple(range(2000, 2010))
     timing_steps: int = 50
-    extra: dict = field(default_factory=dict)
+    baselines: tuple[str, ...] = ("sgd", "nesterov", "rmsprop", "adam")
 
 
+_QUICK = dict(lr_grid=QUICK_LR_GRID, tuning_seeds=(1000,), test_seeds=(2000, 2001, 2002),
+              timing_steps=10)
+#: (suite, quick) -> protocol; the heldout and validation suites compare with tuned Adam only
 PROTOCOLS = {
     "full": Protocol(),
-    "quick": Protocol(lr_grid=QUICK_LR_GRID, tuning_seeds=(1000,), test_seeds=(2000, 2001, 2002),
-                      timing_steps=10),
+    "quick": Protocol(**_QUICK),
+    "heldout": Protocol(test_seeds=tuple(range(3000, 3005)), baselines=("adam",)),
+    "heldout-quick": Protocol(**{**_QUICK, "baselines": ("adam",)}),
 }
+
+
+def protocol_for(suite: str, quick: bool) -> Protocol:
+    """The protocol of ``suite``: heldout and validation tune Adam only, on 5 test seeds."""
+    if suite in ("heldout", "validation"):
+        return PROTOCOLS["heldout-quick" if quick else "heldout"]
+    return PROTOCOLS["quick" if quick else "full"]
 
 _MLP = (learned("l2l-digits-mlp"), learned("default"))
 _CNN = (learned("l2l-digits-cnn"), learned("default"))
@@ -120,6 +133,53 @@ TRANSFER_ROWS = (
         "self-attention regressor on synthetic sequences (not an image model)"),
 )
 
-SUITES: dict[str, tuple[Row, ...]] = {"paper": PAPER_ROWS, "transfer": TRANSFER_ROWS}
+_DEFAULT = (learned("default"),)
+
+#: never meta-trained on and never used to choose weights or design variants
+HELDOUT_ROWS = (
+    Row("wine-gelu", lambda: TabularFamily("wine", hidden=32, activation="gelu", batch_size=16,
+                                           horizon=300, name="wine-gelu"), 300, _DEFAULT,
+        "wine, MLP 13-32-3 GELU, batch 16"),
+    Row("breast-cancer-elu", lambda: TabularFamily("breast_cancer", hidden=16, activation="elu",
+                                                   batch_size=32, horizon=500,
+                                                   name="breast-cancer-elu"), 500, _DEFAULT,
+        "breast cancer, MLP 30-16-2 ELU, batch 32"),
+    Row("diabetes-regression", lambda: TabularFamily("diabetes", hidden=32, batch_size=32,
+                                                     horizon=1000, name="diabetes-regression"),
+        1000, _DEFAULT, "diabetes, ReLU MLP 10-32-1, squared error, standardised targets"),
+    Row("diabetes-raw-scale", lambda: TabularFamily("diabetes", hidden=32, batch_size=None,
+                                                    horizon=1000, raw_targets=True,
+                                                    name="diabetes-raw-scale"),
+        1000, _DEFAULT, "same, raw targets (loss ~3e4 at start), full batch"),
+    Row("moons-2layer", lambda: TabularFamily("moons", hidden=32, layers=2, batch_size=16,
+                                              horizon=2000, name="moons-2layer"), 2000,
+        _DEFAULT, "make_moons, ReLU MLP 2-32-32-2, batch 16"),
+    Row("digits-relu-batch8", lambda: DigitsMLPFamily(hidden=64, activation="relu",
+                                                      batch_size=8, horizon=3000, split="test",
+                                                      name="digits-relu-batch8"),
+        3000, _DEFAULT, "digits test images, ReLU MLP 64-64-10, batch 8"),
+    Row("digits-autoencoder", DigitsAutoencoderFamily, 1000, _DEFAULT,
+        "digits test images, autoencoder 64-16-64"),
+    Row("adding-rnn", AddingRNNFamily, 1000, _DEFAULT,
+        "Elman RNN (16 units) on the adding problem, 10 steps"),
+    Row("rosenbrock", RosenbrockFamily, 10000, _DEFAULT, "2-d Rosenbrock function"),
+)
+
+#: for choosing checkpoints and design variants (issue: keep the held-out suite held out)
+VALIDATION_ROWS = (
+    Row("val-digits-relu", lambda: DigitsMLPFamily(activation="relu", horizon=300,
+                                                   name="val-digits-relu"), 300, _DEFAULT,
+        "digits train images, ReLU MLP 64-20-10, 300 steps"),
+    Row("val-quadratic-1000", lambda: QuadraticFamily(horizon=1000), 1000, _DEFAULT,
+        "10-d quadratics, 1,000 steps"),
+    Row("val-digits-tanh-wide", lambda: DigitsMLPFamily(hidden=128, activation="tanh",
+                                                        batch_size=32, horizon=1000,
+                                                        name="val-digits-tanh-wide"),
+        1000, _DEFAULT, "digits train images, tanh MLP 64-128-10, batch 32"),
+)
+
+SUITES: dict[str, tuple[Row, ...]] = {"paper": PAPER_ROWS, "transfer": TRANSFER_ROWS,
+                                      "heldout": HELDOUT_ROWS, "validation": VALIDATION_ROWS}
 #: the rows ``--quick`` keeps from each suite
-QUICK_ROWS = {"paper": ("quadratic", "digits-mlp"), "transfer": ("iris", "sequence-attention")}
+QUICK_ROWS = {"paper": ("quadratic", "digits-mlp"), "transfer": ("iris", "sequence-attention"),
+              "heldout": ("wine-gelu", "adding-rnn"), "validation": ("val-digits-relu",)}

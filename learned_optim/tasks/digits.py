@@ -25,7 +25,8 @@ from .base import Task, TaskFamily
 __all__ = ["DigitsMLPFamily", "DigitsCNNFamily", "DigitsMLP", "DigitsCNN", "digits_split"]
 
 _TRAIN_SIZE = 1400
-_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU,
+                "elu": nn.ELU}
 
 
 @lru_cache(maxsize=None)
