@@ -72,6 +72,9 @@ class LearnedLSTMOptim(Optimizer):
           real coordinates (``torch.view_as_real``).
         * ``state_dict()`` records the weights it was made with; loading it into an optimizer
           with other weights, or loading another optimizer's state, raises ``StateDictError``.
+        * Sharded parameters (FSDP2 DTensors): each process steps its local shard with hidden
+          state for that shard only, without communication; see :mod:`learned_optim.sharding`
+          for the state_dict layout ``torch.distributed.checkpoint`` saves.
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
