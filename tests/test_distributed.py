@@ -312,6 +312,12 @@ def _meta_worker(rank: int, directory: Path) -> None:
     family.seeds.clear()  # the constructor samples one task to find the routes
     trainer.train(progress=False)
     info = {"seeds": family.seeds, "history": trainer.history}
+    try:
+        MetaTrainer(family, MetaTrainConfig(tasks_per_epoch=3, meta_batch_size=3),
+                    process_group=dist.group.WORLD)
+        info["odd_meta_batch"] = "no error"
+    except ValueError as exc:
+        info["odd_meta_batch"] = str(exc)
     os.environ["WORLD_SIZE"] = str(WORLD)  # as torchrun sets it; the group already exists
     info["cli_status"] = main(["meta-train", "--task", "quadratic", "--epochs", "1",
                                "--tasks-per-epoch", "2", "--meta-batch-size", "2",
@@ -370,7 +376,14 @@ def test_cli_meta_train_under_a_process_group_writes_once(meta_run):
     assert not (directory / "cli1").exists()
 
 
-def test_meta_batch_must_split_over_the_processes():
+def test_meta_batch_must_split_over_the_processes(meta_run):
+    _, runs = meta_run
+    for _, info in runs:
+        assert "meta_batch_size 3 cannot be split over 2 processes" in info["odd_meta_batch"]
+        assert "multiple of the world size" in info["odd_meta_batch"]
+
+
+def test_an_epoch_must_hold_whole_meta_batches():
     from learned_optim.errors import ConfigError
 
     with pytest.raises(ConfigError, match="multiple of meta_batch_size"):
