@@ -8,11 +8,14 @@ Examples::
 
     python -m learned_optim list
     python -m learned_optim export default ./default-hub   # a Hub-ready folder
+    torchrun --standalone --nproc_per_node=2 -m learned_optim meta-train --task quadratic \
+        --meta-batch-size 2 --out runs/quadratic       # meta-training across 2 processes
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -188,6 +191,9 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + field.replace("_", "-"), type=int,
                             default=getattr(defaults, field))
     parser.add_argument("--meta-lr", type=float, default=defaults.meta_lr)
+    parser.add_argument("--meta-batch-size", type=int, default=defaults.meta_batch_size,
+                        help="optimizees per meta-update (their meta-losses are averaged); "
+                             "under torchrun, split across the processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -197,6 +203,11 @@ def _run_meta_train(args: argparse.Namespace) -> int:
     from .meta.presets import PRESETS, run_preset
 
     if args.preset:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            print("error: --preset re-runs a single-process recipe; under torchrun use --task "
+                  "with --meta-batch-size (a multiple of the number of processes)",
+                  file=sys.stderr)
+            return 2
         names = sorted(PRESETS) if args.preset == "all" else [args.preset]
         for name in names:
             out = (f"{args.out or 'pretrained'}/{name}" if args.preset == "all"
@@ -212,29 +223,42 @@ def _run_meta_train(args: argparse.Namespace) -> int:
 def _meta_train_task(args: argparse.Namespace) -> int:
     import shlex
 
+    import torch.distributed as dist
+
     from .meta import MetaTrainConfig, MetaTrainer
+    from .meta.distributed import process_group_from_env
     from .tasks import get_task_family
 
     if not args.out:
         print("error: --out is required with --task", file=sys.stderr)
         return 2
+    if args.resume and not args.checkpoint_dir:
+        print("error: --resume needs --checkpoint-dir", file=sys.stderr)
+        return 2
     config = MetaTrainConfig(epochs=args.epochs, tasks_per_epoch=args.tasks_per_epoch,
                              horizon=args.horizon, unroll=args.unroll,
+                             meta_batch_size=args.meta_batch_size,
                              validation_tasks=args.validation_tasks, meta_lr=args.meta_lr,
                              seed=args.seed)
     validation = get_task_family(args.validation_task) if args.validation_task else None
-    trainer = MetaTrainer(get_task_family(args.task), config, validation_family=validation,
-                          checkpoint_dir=args.checkpoint_dir, name=args.task,
-                          command=shlex.join(["python", "-m", "learned_optim"] + sys.argv[1:]))
-    if args.resume:
-        if not args.checkpoint_dir:
-            print("error: --resume needs --checkpoint-dir", file=sys.stderr)
-            return 2
-        trainer.load_checkpoint(args.checkpoint_dir)
-    bundle = trainer.train(progress=not args.no_progress)
-    bundle.provenance["task_family"] = args.task
-    bundle.save_pretrained(args.out)
-    print(f"wrote {args.out}: {bundle.provenance['metrics']}")
+    started_here = not (dist.is_available() and dist.is_initialized())
+    group = process_group_from_env()  # torchrun: WORLD_SIZE > 1
+    try:
+        trainer = MetaTrainer(get_task_family(args.task), config, validation_family=validation,
+                              checkpoint_dir=args.checkpoint_dir, name=args.task,
+                              command=shlex.join(["python", "-m", "learned_optim"]
+                                                 + sys.argv[1:]),
+                              process_group=group)
+        if args.resume:  # every process reads it: use a folder they all see
+            trainer.load_checkpoint(args.checkpoint_dir)
+        bundle = trainer.train(progress=not args.no_progress)
+        if trainer.rank == 0:
+            bundle.provenance["task_family"] = args.task
+            bundle.save_pretrained(args.out)
+            print(f"wrote {args.out}: {bundle.provenance['metrics']}")
+    finally:
+        if group is not None and started_here:
+            dist.destroy_process_group()
     return 0
 
 

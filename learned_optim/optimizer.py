@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from .errors import StateDictError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
+from .sharding import is_sharded, local_hidden, local_tensor, saved_hidden_problem, sharded_hidden
 from .update import fuse_weights, gather, iter_chunks, lstm_step
 from .weights import WeightsBundle, resolve_weights
 
@@ -71,6 +72,9 @@ class LearnedLSTMOptim(Optimizer):
           real coordinates (``torch.view_as_real``).
         * ``state_dict()`` records the weights it was made with; loading it into an optimizer
           with other weights, or loading another optimizer's state, raises ``StateDictError``.
+        * Sharded parameters (FSDP2 DTensors): each process steps its local shard with hidden
+          state for that shard only, without communication; see :mod:`learned_optim.sharding`
+          for the state_dict layout ``torch.distributed.checkpoint`` saves.
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
@@ -168,7 +172,8 @@ class LearnedLSTMOptim(Optimizer):
     def _step_route(self, group: dict[str, Any], route: str,
                     params: list[torch.Tensor]) -> int:
         """Update ``params`` (all with grads) of one group through the net of ``route``."""
-        finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).tolist()
+        finite = torch.stack([torch.isfinite(local_tensor(p.grad)).all()
+                              for p in params]).tolist()
         kept = [p for p, ok in zip(params, finite) if ok]
         if not kept:
             return len(params)
@@ -188,8 +193,9 @@ class LearnedLSTMOptim(Optimizer):
         grads, hidden, targets, deferred = [], [], [], []
         for param in params:
             state = self.state[param]
-            real = torch.view_as_real(param) if param.is_complex() else param
-            grad = torch.view_as_real(param.grad) if param.grad.is_complex() else param.grad
+            local, grad = local_tensor(param), local_tensor(param.grad)  # FSDP2: this shard
+            real = torch.view_as_real(local) if local.is_complex() else local
+            grad = torch.view_as_real(grad) if grad.is_complex() else grad
             if not state:
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["hidden"] = self._bundle.nets[route].initial_state(
@@ -231,9 +237,25 @@ class LearnedLSTMOptim(Optimizer):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's optimizer state_dict plus a ``"learned_optim"`` entry naming the weights."""
+        """torch's optimizer state_dict plus a ``"learned_optim"`` entry naming the weights.
+
+        The entry is repeated in every param group, where it survives
+        ``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict`` (which keeps only
+        ``"state"`` and ``"param_groups"``). The hidden state of a sharded (``DTensor``)
+        parameter is a ``DTensor`` of shape ``(*param.shape, 2L, H)`` placed like the
+        parameter, so ``torch.distributed.checkpoint`` saves and loads it shard by shard.
+        """
         state_dict = super().state_dict()
-        state_dict["learned_optim"] = self._identity()
+        identity = self._identity()
+        state_dict["learned_optim"] = identity
+        params = [p for group in self.param_groups for p in group["params"]]
+        for group in state_dict["param_groups"]:
+            group["learned_optim"] = identity
+            for index in group["params"]:
+                entry = state_dict["state"].get(index)
+                if entry is not None and is_sharded(params[index]):
+                    state_dict["state"][index] = dict(
+                        entry, hidden=sharded_hidden(params[index], entry["hidden"]))
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -245,7 +267,9 @@ class LearnedLSTMOptim(Optimizer):
         self._check_state_dict(state_dict)
         saved_state = state_dict["state"]
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        super().load_state_dict(state_dict)
+        groups = [{k: v for k, v in g.items() if k != "learned_optim"}
+                  for g in state_dict["param_groups"]]
+        super().load_state_dict(dict(state_dict, param_groups=groups))
         # torch casts state tensors to the param's dtype and may alias the caller's tensors;
         # put back exact, private copies in the state dtype.
         owners = {}
@@ -254,11 +278,11 @@ class LearnedLSTMOptim(Optimizer):
                 owners[saved_ids[len(owners)]] = (param, group)
         for saved_id, entry in saved_state.items():
             param, group = owners[saved_id]
+            hidden = local_hidden(param, entry["hidden"].detach())
             self.state[param] = {
                 "step": entry["step"].detach().to(dtype=torch.float32, device="cpu", copy=True),
-                "hidden": entry["hidden"].detach().to(device=param.device,
-                                                      dtype=_state_dtype(group, param),
-                                                      copy=True).contiguous(),
+                "hidden": hidden.to(device=param.device, dtype=_state_dtype(group, param),
+                                    copy=True).contiguous(),
             }
 
     def _check_state_dict(self, state_dict: Any) -> None:
@@ -267,6 +291,8 @@ class LearnedLSTMOptim(Optimizer):
             raise StateDictError("expected an optimizer state_dict with 'state' and "
                                  "'param_groups' (from LearnedLSTMOptim.state_dict())")
         identity = state_dict.get("learned_optim")
+        if identity is None and state_dict["param_groups"]:  # via torch.distributed.checkpoint
+            identity = state_dict["param_groups"][0].get("learned_optim")
         if not isinstance(identity, dict):
             keys = sorted({k for entry in state_dict["state"].values() if isinstance(entry, dict)
                            for k in entry})
@@ -304,15 +330,12 @@ class LearnedLSTMOptim(Optimizer):
                     raise StateDictError(f"state of parameter {saved_id} has keys "
                                          f"{sorted(entry) if isinstance(entry, dict) else entry}"
                                          ", expected ['hidden', 'step']")
-                numel = param.numel() * (2 if param.is_complex() else 1)
                 net = self._bundle.nets[_route_of(self, saved, param)]
-                expected = (numel, 2 * net.config.num_layers, net.config.hidden_size)
-                if tuple(entry["hidden"].shape) != expected:
-                    raise StateDictError(
-                        f"hidden state of parameter {saved_id} has shape "
-                        f"{tuple(entry['hidden'].shape)}, but the parameter of shape "
-                        f"{tuple(param.shape)} needs {expected}: the state_dict belongs to other "
-                        "parameters")
+                problem = saved_hidden_problem(param, entry["hidden"], 2 * net.config.num_layers,
+                                               net.config.hidden_size)
+                if problem:
+                    raise StateDictError(f"hidden state of parameter {saved_id} has shape "
+                                         f"{tuple(entry['hidden'].shape)}{problem}")
 
     # -- pickling and printing ---------------------------------------------------------------
 
