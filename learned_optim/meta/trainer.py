@@ -29,11 +29,12 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_dumps
 
 from .. import __version__
+from ..errors import CheckpointError, ConfigError, MetaTrainingError, TaskError
 from ..network import LSTMOptimizerNet
 from ..routing import FC_ROUTE
 from ..tasks.base import Task, TaskFamily
 from ..update import fuse_weights
-from ..weights import WeightsBundle, atomic_write_bytes, strip_prefix
+from ..weights import _ROUTE_NAME, WeightsBundle, atomic_write_bytes, strip_prefix
 from .config import MetaTrainConfig
 from .unroll import apply_update, evaluate, start
 
@@ -71,6 +72,16 @@ class MetaTrainer:
                  validation_family: TaskFamily | None = None, routes: list[str] | None = None,
                  checkpoint_dir: str | os.PathLike | None = None, name: str = "meta-trained",
                  command: str | None = None):
+        for role, family in (("task_family", task_family),
+                             ("validation_family", validation_family)):
+            if family is not None and not callable(getattr(family, "sample", None)):
+                raise TypeError(
+                    f"{role} must be a TaskFamily (with .sample(seed) -> Task), got "
+                    f"{type(family).__name__}; wrap a function seed -> Task in "
+                    "learned_optim.tasks.FunctionTaskFamily(name, make_task)")
+        if config is not None and not isinstance(config, MetaTrainConfig):
+            raise TypeError(f"config must be a MetaTrainConfig, got {type(config).__name__}; "
+                            "build one with MetaTrainConfig(...) or MetaTrainConfig.from_dict()")
         self.family = task_family
         self.validation_family = validation_family or task_family
         self.config = config or MetaTrainConfig()
@@ -78,8 +89,13 @@ class MetaTrainer:
         self.command = command or " ".join([os.path.basename(sys.executable)] + sys.argv)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         if routes is None:
-            routes = sorted(set(task_family.sample(_task_seed(self.config.seed, 0, 0))
-                                .routes.values()) | {FC_ROUTE})
+            seed = _task_seed(self.config.seed, 0, 0)
+            routes = sorted(set(_checked_task(task_family, seed).routes.values()) | {FC_ROUTE})
+        if not all(isinstance(r, str) and _ROUTE_NAME.match(r) for r in routes) \
+                or FC_ROUTE not in routes:
+            raise ConfigError(f"routes={routes!r}: expected route names (lowercase letters, "
+                              f"digits, '_') that include {FC_ROUTE!r}, the route every "
+                              "weights bundle needs, e.g. ['conv', 'fc']")
         self.nets = {route: LSTMOptimizerNet(self.config.net_config,
                                              seed=self.config.seed + k)
                      for k, route in enumerate(sorted(routes))}
@@ -123,8 +139,32 @@ class MetaTrainer:
         # A truncation with no weighted step (loss_weights="final") gives a constant: no update.
         return (total / terms if terms else loss.detach() * 0.0), state
 
-    def train_task(self, task: Task) -> list[float]:
+    def check_task(self, task: Task, *, where: str = "the task") -> None:
+        """Raise :class:`TaskError` unless ``task`` can be meta-trained on: its routes have
+        nets, and its loss at θ₀ is a finite scalar that depends on its parameters."""
+        if not isinstance(task, Task):
+            raise TaskError(f"{where} is a {type(task).__name__}, expected a "
+                            "learned_optim.tasks.Task (TaskFamily.sample must return one)")
+        missing = sorted(set(task.routes.values()) - set(self.nets))
+        if missing:
+            raise TaskError(f"{where} routes parameters to {missing}, but this trainer only has "
+                            f"nets for {sorted(self.nets)}; pass routes=[...] to MetaTrainer "
+                            "with every route its tasks use")
+        params = {name: value.detach().requires_grad_() for name, value in task.params.items()}
+        with torch.enable_grad():
+            loss = task.loss(params, 0)
+        if not loss.requires_grad:
+            raise TaskError(f"{where}: its loss does not depend on its parameters (no autograd "
+                            "graph to them), so there is nothing to optimize; compute the loss "
+                            "from the model's output, without .detach() or .item()")
+        if not torch.isfinite(loss):
+            raise TaskError(f"{where}: its loss at the initial parameters is {float(loss)}; no "
+                            "optimizer can start from there. Check the task's data, model "
+                            "initialisation and loss function")
+
+    def train_task(self, task: Task, *, where: str = "the task") -> list[float]:
         """Unroll one optimizee over the horizon with a meta-update after each truncation."""
+        self.check_task(task, where=where)
         state = start(task, self.nets)
         losses = []
         while state.step < self.config.horizon:
@@ -153,7 +193,7 @@ class MetaTrainer:
         log.warning("skipped a meta-update: non-finite meta-loss or meta-gradient (%d in a row)",
                     self.bad_updates)
         if self.bad_updates >= self.config.max_bad_updates:
-            raise RuntimeError(
+            raise MetaTrainingError(
                 f"meta-training stopped: {self.bad_updates} non-finite meta-updates in a row. "
                 "Lower meta_lr or grad_clip, or check the task's loss; the best weights so far "
                 "are kept (trainer.best_bundle(), and the last checkpoint)")
@@ -164,8 +204,10 @@ class MetaTrainer:
         finals, means = [], []
         horizon = self.validation_family.horizon
         for index in range(self.config.validation_tasks):
-            task = self.validation_family.sample(
-                _task_seed(self.config.seed + _VALIDATION_SEED_OFFSET, 0, index))
+            seed = _task_seed(self.config.seed + _VALIDATION_SEED_OFFSET, 0, index)
+            task = self.validation_family.sample(seed)
+            self.check_task(task, where=f"validation task {self.validation_family.name!r} "
+                                        f"sample(seed={seed})")
             losses = evaluate(task, self.nets, horizon, chunk_size=self.config.chunk_size)
             tail = losses[-max(1, horizon // 10):]
             finals.append(sum(tail) / len(tail))
@@ -192,8 +234,10 @@ class MetaTrainer:
                 started = time.perf_counter()
                 meta_losses = []
                 for index in range(self.config.tasks_per_epoch):
-                    task = self.family.sample(_task_seed(self.config.seed, self.epoch + 1, index))
-                    meta_losses += self.train_task(task)
+                    seed = _task_seed(self.config.seed, self.epoch + 1, index)
+                    meta_losses += self.train_task(
+                        self.family.sample(seed),
+                        where=f"task {self.family.name!r} sample(seed={seed})")
                     bar.update(1)
                     bar.set_postfix(meta_loss=f"{meta_losses[-1]:.4g}",
                                     best_val=f"{self.best_metric:.4g}")
@@ -274,39 +318,81 @@ class MetaTrainer:
         return path
 
     def load_checkpoint(self, directory: str | os.PathLike) -> None:
-        """Continue a run from :meth:`save_checkpoint`'s file (same config required)."""
+        """Continue a run from :meth:`save_checkpoint`'s file (same config required).
+
+        Everything is read and checked before the trainer changes: a :class:`CheckpointError`
+        (missing, unreadable or foreign file, another config or other nets) leaves it as it was.
+        """
         path = Path(directory) / CHECKPOINT_FILE
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint at {str(path)!r}: a run writes one after every "
+                                  "epoch when given checkpoint_dir; start without resuming")
         try:
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 metadata = handle.metadata() or {}
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except Exception as exc:
-            raise RuntimeError(f"cannot read checkpoint {str(path)!r} ({exc}); delete it to "
-                               "start over") from None
+            raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({exc}); it is "
+                                  "corrupted: delete it to start over") from None
         if metadata.get("format") != "learned_optim.meta_checkpoint":
-            raise RuntimeError(f"{str(path)!r} is not a MetaTrainer checkpoint")
-        progress = json.loads(metadata["progress"])
-        saved_config = dict(progress["config"], epochs=self.config.epochs)
+            raise CheckpointError(f"{str(path)!r} is not a MetaTrainer checkpoint (its metadata "
+                                  f"format is {metadata.get('format')!r})")
+        try:
+            progress = json.loads(metadata["progress"])
+            fields = {key: progress[key] for key in (
+                "epoch", "best_metric", "history", "bad_updates", "skipped_updates", "elapsed")}
+            saved_config = dict(progress["config"], epochs=self.config.epochs)
+            routes = progress["routes"]
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r} has unreadable progress metadata "
+                                  f"({type(exc).__name__}: {exc}); delete it to start over"
+                                  ) from None
         if saved_config != dict(self.config.to_dict(), epochs=self.config.epochs):
-            raise RuntimeError(f"checkpoint {str(path)!r} was made with another config; resume "
-                               "with the same config (only epochs may change) or start over")
-        for route, net in self.nets.items():
-            net.load_state_dict(strip_prefix(tensors, f"current.{route}."))
-        self.best_state = strip_prefix(tensors, "best.")
+            raise CheckpointError(f"checkpoint {str(path)!r} was made with another config; "
+                                  "resume with the same config (only epochs may change) or "
+                                  "start over")
+        if routes != sorted(self.nets):
+            raise CheckpointError(f"checkpoint {str(path)!r} holds nets for routes {routes}, "
+                                  f"this trainer has {sorted(self.nets)}; pass the same routes")
+        expected = self._net_state()
+        current, best = strip_prefix(tensors, "current."), strip_prefix(tensors, "best.")
+        for label, saved in (("current", current), ("best", best)):
+            if set(saved) != set(expected) or any(
+                    saved[k].shape != v.shape or saved[k].dtype != v.dtype
+                    or not torch.isfinite(saved[k]).all() for k, v in expected.items()):
+                raise CheckpointError(f"checkpoint {str(path)!r}: the {label} weights do not "
+                                      "match this trainer's nets or are not finite; delete it "
+                                      "to start over")
         adam = copy.deepcopy(self.meta_optimizer.state_dict())
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             if key.startswith("adam."):
                 _, index, name = key.split(".", 2)
                 state.setdefault(int(index), {})[name] = value
+        params = self._meta_params()
+        if any(not 0 <= index < len(params) or set(entry) != {"step", "exp_avg", "exp_avg_sq"}
+               or entry["exp_avg"].shape != params[index].shape for index, entry in state.items()):
+            raise CheckpointError(f"checkpoint {str(path)!r}: the meta-optimizer state does not "
+                                  "match this trainer's nets; delete it to start over")
         adam["state"] = state
+        for route, net in self.nets.items():
+            net.load_state_dict(strip_prefix(current, f"{route}."))
+        self.best_state = best
         self.meta_optimizer.load_state_dict(adam)
-        self.epoch = progress["epoch"]
-        self.best_metric = progress["best_metric"]
-        self.history = progress["history"]
-        self.bad_updates = progress["bad_updates"]
-        self.skipped_updates = progress["skipped_updates"]
-        self.elapsed = progress["elapsed"]
+        self.epoch = fields["epoch"]
+        self.best_metric = fields["best_metric"]
+        self.history = fields["history"]
+        self.bad_updates = fields["bad_updates"]
+        self.skipped_updates = fields["skipped_updates"]
+        self.elapsed = fields["elapsed"]
+
+
+def _checked_task(family: TaskFamily, seed: int) -> Task:
+    task = family.sample(seed)
+    if not isinstance(task, Task):
+        raise TaskError(f"task family {getattr(family, 'name', family)!r} sample(seed={seed}) "
+                        f"returned a {type(task).__name__}, expected a learned_optim.tasks.Task")
+    return task
 
 
 def _git_commit() -> str | None:
