@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -78,6 +79,13 @@ class WeightsBundle:
             if not isinstance(net, LSTMOptimizerNet):
                 raise TypeError(f"route {route!r} must map to an LSTMOptimizerNet, "
                                 f"got {type(net).__name__}")
+            broken = [key for key, value in net.named_parameters()
+                      if not torch.isfinite(value).all()]
+            if broken:
+                raise WeightsFormatError(
+                    f"the net of route {route!r} has NaN or inf in {broken}: every update "
+                    "would be non-finite. Use finite weights (e.g. a checkpoint from before "
+                    "training diverged)")
         if FC_ROUTE not in nets:
             raise WeightsFormatError(
                 f"a weights bundle needs an {FC_ROUTE!r} net (the fallback route); "
@@ -154,7 +162,13 @@ class WeightsBundle:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace``."""
+    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace``.
+
+    The temporary file lives in the same folder (so ``os.replace`` is an atomic rename) and is
+    flushed to disk before the rename; the folder is fsynced after it, so the new name survives
+    a power cut. A process killed at any point leaves either the previous file or the new one,
+    never a mix; at worst a hidden ``.<name>.*.tmp`` file remains.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -169,6 +183,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms that cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,13 +226,23 @@ def load_weights(path: str | os.PathLike, *, name: str | None = None) -> Weights
         weights_file, config = path, None
     _refuse_pickle(weights_file)
     tensors, metadata = _read_safetensors(weights_file)
-    if config is None:
-        if "config" not in metadata:
-            raise WeightsFormatError(
-                f"{str(weights_file)!r} is a safetensors file but not a learned_optim weights "
-                "file (its metadata has no 'config'); save weights with "
-                "WeightsBundle.save_pretrained() or pass the directory with its config.json")
-        config = parse_config(metadata["config"], source=str(weights_file))
+    if "config" in metadata:
+        # The config inside the weights file was written with the tensors in one atomic
+        # replace, so it is the one that matches them; config.json (written next) may be stale
+        # after an interrupted save, or hand-edited.
+        embedded = parse_config(metadata["config"], source=str(weights_file))
+        if config is not None and config != embedded:
+            warnings.warn(
+                f"{str(config_file)!r} does not match the config stored inside "
+                f"{str(weights_file)!r} (an interrupted save, or an edit): using the one inside "
+                f"{WEIGHTS_FILE}, which was written together with the weights. Save the bundle "
+                "again (save_pretrained) to make them agree", RuntimeWarning, stacklevel=2)
+        config = embedded
+    elif config is None:
+        raise WeightsFormatError(
+            f"{str(weights_file)!r} is a safetensors file but not a learned_optim weights "
+            "file (its metadata has no 'config'); save weights with "
+            "WeightsBundle.save_pretrained() or pass the directory with its config.json")
     return bundle_from_tensors(tensors, config, name=name or config["name"],
                                source=str(weights_file))
 
@@ -224,7 +262,7 @@ def parse_config(text: str | bytes, *, source: str) -> dict[str, Any]:
         raise ConfigError(f"the config in {source!r} exceeds {_MAX_CONFIG_BYTES} bytes")
     try:
         config = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"the config in {source!r} is not valid JSON ({exc}); re-export the "
                           "weights with WeightsBundle.save_pretrained()") from None
     if not isinstance(config, dict):
@@ -253,6 +291,9 @@ def parse_config(text: str | bytes, *, source: str) -> dict[str, Any]:
         raise ConfigError(f"the config in {source!r}: routes must be a non-empty object")
     parsed = {}
     for route, net_config in routes.items():
+        if not _ROUTE_NAME.match(route):
+            raise ConfigError(f"the config in {source!r} has an invalid route name {route!r}: "
+                              "use lowercase letters, digits and '_'")
         try:
             parsed[route] = LSTMOptimizerConfig.from_dict(net_config)
         except (ConfigError, TypeError) as exc:
