@@ -129,11 +129,13 @@ class LearnedLSTMOptim(Optimizer):
             if param.layout != torch.strided:
                 self.param_groups.pop()
                 raise ValueError(f"LearnedLSTMOptim supports only dense (strided) parameters, "
-                                 f"got layout {param.layout}")
+                                 f"got layout {param.layout}; optimize sparse parameters with "
+                                 "torch.optim.SparseAdam in a separate optimizer")
             if not (param.is_floating_point() or param.is_complex()):
                 self.param_groups.pop()
                 raise ValueError(f"LearnedLSTMOptim can only optimize floating point or complex "
-                                 f"parameters, got dtype {param.dtype}")
+                                 f"parameters, got dtype {param.dtype}; convert it (e.g. "
+                                 ".float()) or leave it out of the optimizer")
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -183,25 +185,36 @@ class LearnedLSTMOptim(Optimizer):
         return loss
 
     def _check_weights_and_lr(self, work: list[tuple[dict[str, Any], str, Any]]) -> None:
-        """Refuse, before any write, NaN/inf weights or an lr whose step bound overflows."""
+        """Refuse, before any write, NaN/inf weights or an lr whose step bound overflows.
+
+        The weights are re-checked only when one of their tensors was modified in place or
+        replaced since the last check (torch's version counter and data pointer).
+        """
+        checked = self.__dict__.setdefault("_checked_weights", {})
         bounds: dict[str, float] = {}
-        for group, route, _ in work:
+        for group, route, params in work:
             if route not in bounds:
                 net = self._bundle.nets[route]
-                broken = [name for name, value in net.named_parameters()
-                          if not torch.isfinite(value).all()]
-                if broken:
-                    raise WeightsFormatError(
-                        f"the weights {self._bundle.name!r} (route {route!r}) contain NaN or inf "
-                        f"in {broken}, so every update would be non-finite; nothing was changed. "
-                        "They were modified after loading (e.g. an in-place meta-training step "
-                        "that diverged): reload them, e.g. weights='default'")
-                bounds[route] = update_bound(net)
+                key = tuple((p.data_ptr(), p._version) for p in net.parameters())
+                if route not in checked or checked[route][0] != key:
+                    broken = [name for name, value in net.named_parameters()
+                              if not torch.isfinite(value).all()]
+                    if broken:
+                        raise WeightsFormatError(
+                            f"the weights {self._bundle.name!r} (route {route!r}) contain NaN or "
+                            f"inf in {broken}, so every update would be non-finite; nothing was "
+                            "changed. They were modified after loading (e.g. an in-place "
+                            "meta-training step that diverged): reload them, e.g. "
+                            "weights='default'")
+                    checked[route] = (key, update_bound(net))
+                bounds[route] = checked[route][1]
             _check_lr(group["lr"])  # schedulers write group["lr"] directly
-            if not math.isfinite(group["lr"] * bounds[route]):
+            largest = min(torch.finfo(p.dtype).max for p in params)
+            if not group["lr"] * bounds[route] < largest:
                 raise ValueError(
                     f"Invalid learning rate: {group['lr']}; lr times the largest step of the "
-                    f"weights ({bounds[route]:.3g}) overflows. Use a multiplier near 1.0")
+                    f"weights ({bounds[route]:.3g}) overflows the parameters' dtype (max "
+                    f"{largest:.3g}). Use a multiplier near 1.0")
 
     def _step_route(self, group: dict[str, Any], route: str,
                     params: list[torch.Tensor]) -> tuple[int, int]:
@@ -352,7 +365,8 @@ class LearnedLSTMOptim(Optimizer):
             route = saved.get("route", AUTO_ROUTE)
             if route != AUTO_ROUTE and route not in self._bundle.routes:
                 raise StateDictError(f"this state_dict routes a group to {route!r}, which the "
-                                     f"weights {mine['weights_name']!r} do not have")
+                                     f"weights {mine['weights_name']!r} do not have; load it "
+                                     "into an optimizer built with the weights that saved it")
             try:
                 _check_lr(saved.get("lr", group["lr"]))
                 _check_chunk_size(saved.get("chunk_size", group["chunk_size"]))

@@ -158,9 +158,9 @@ class MetaTrainer:
                             "graph to them), so there is nothing to optimize; compute the loss "
                             "from the model's output, without .detach() or .item()")
         if not torch.isfinite(loss):
-            raise TaskError(f"{where}: its loss at the initial parameters is {float(loss)}; no "
-                            "optimizer can start from there. Check the task's data, model "
-                            "initialisation and loss function")
+            raise TaskError(f"{where}: its loss at the initial parameters is "
+                            f"{float(loss.detach())}; no optimizer can start from there. Check "
+                            "the task's data, model initialisation and loss function")
 
     def train_task(self, task: Task, *, where: str = "the task") -> list[float]:
         """Unroll one optimizee over the horizon with a meta-update after each truncation."""
