@@ -98,6 +98,10 @@ class LearnedLSTMOptim(Optimizer):
         _check_state_dtype(state_dtype)
         if not isinstance(maximize, bool):
             raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
+        params = list(params) if not isinstance(params, torch.Tensor) else params
+        if isinstance(params, list) and not params:
+            raise ValueError("LearnedLSTMOptim got an empty parameter list; pass the parameters "
+                             "to optimize, e.g. model.parameters() of a model that has some")
         self._bundle = resolve_weights(weights, revision=revision, cache_dir=cache_dir,
                                        local_files_only=local_files_only)
         defaults = dict(lr=lr, maximize=maximize, route=AUTO_ROUTE, chunk_size=chunk_size,

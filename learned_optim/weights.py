@@ -50,6 +50,7 @@ FORMAT_VERSION = 1
 _MAX_CONFIG_BYTES = 1 << 20
 _CONFIG_FIELDS = ("format", "format_version", "name", "routes", "provenance")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+_REEXPORT = "re-export the weights with WeightsBundle.save_pretrained()"
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}(@[\w./-]{1,255})?$")
 
@@ -89,7 +90,7 @@ class WeightsBundle:
         if FC_ROUTE not in nets:
             raise WeightsFormatError(
                 f"a weights bundle needs an {FC_ROUTE!r} net (the fallback route); "
-                f"got routes {sorted(nets)}")
+                f"got routes {sorted(nets)}: add a net for {FC_ROUTE!r}")
         self.nets = dict(nets)
         self.name = str(name)
         self.provenance = dict(provenance or {})
@@ -259,36 +260,44 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def parse_config(text: str | bytes, *, source: str) -> dict[str, Any]:
     """Parse and validate the JSON config of a bundle, naming the first problem found."""
     if len(text) > _MAX_CONFIG_BYTES:
-        raise ConfigError(f"the config in {source!r} exceeds {_MAX_CONFIG_BYTES} bytes")
+        raise ConfigError(f"the config in {source!r} exceeds {_MAX_CONFIG_BYTES} bytes. Is it "
+                          "the right file?")
     try:
         config = json.loads(text)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"the config in {source!r} is not valid JSON ({exc}); re-export the "
                           "weights with WeightsBundle.save_pretrained()") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"the config in {source!r} must be a JSON object")
+        raise ConfigError(f"the config in {source!r} must be a JSON object, got "
+                          f"{type(config).__name__}; {_REEXPORT}")
     unknown = sorted(set(config) - set(_CONFIG_FIELDS))
     missing = sorted(set(_CONFIG_FIELDS) - set(config))
     if unknown or missing:
         raise ConfigError(f"the config in {source!r} has unknown fields {unknown} and missing "
-                          f"fields {missing}; expected {list(_CONFIG_FIELDS)}")
+                          f"fields {missing}; expected {list(_CONFIG_FIELDS)}. {_REEXPORT}, "
+                          "or upgrade learned_optim if it was written by a newer version")
     if config["format"] != FORMAT_NAME:
         raise ConfigError(f"the config in {source!r} has format {config['format']!r}, "
-                          f"expected {FORMAT_NAME!r}: this is not a learned_optim weights config")
+                          f"expected {FORMAT_NAME!r}: this is not a learned_optim weights config; "
+                          "pass a folder written by WeightsBundle.save_pretrained()")
     version = config["format_version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ConfigError(f"the config in {source!r} has an invalid format_version {version!r}")
+        raise ConfigError(f"the config in {source!r} has an invalid format_version {version!r}: "
+                          f"expected a positive integer; {_REEXPORT}")
     if version > FORMAT_VERSION:
         raise ConfigError(
             f"the config in {source!r} has format_version {version}, newer than this "
             f"learned_optim {__version__} reads ({FORMAT_VERSION}); upgrade learned_optim")
     if not isinstance(config["name"], str):
-        raise ConfigError(f"the config in {source!r} has a non-string name")
+        raise ConfigError(f"the config in {source!r} has a non-string name "
+                          f"{config['name']!r}; {_REEXPORT}")
     if not isinstance(config["provenance"], dict):
-        raise ConfigError(f"the config in {source!r}: provenance must be a JSON object")
+        raise ConfigError(f"the config in {source!r}: provenance must be a JSON object; "
+                          f"{_REEXPORT}")
     routes = config["routes"]
     if not isinstance(routes, dict) or not routes:
-        raise ConfigError(f"the config in {source!r}: routes must be a non-empty object")
+        raise ConfigError(f"the config in {source!r}: routes must be a non-empty object "
+                          f"{{route: net config}}; {_REEXPORT}")
     parsed = {}
     for route, net_config in routes.items():
         if not _ROUTE_NAME.match(route):
@@ -350,10 +359,11 @@ def bundle_from_tensors(tensors: Mapping[str, torch.Tensor], config: Mapping[str
         if value.shape != want.shape or value.dtype != want.dtype:
             raise WeightsFormatError(
                 f"{source!r}: tensor {key!r} has shape {tuple(value.shape)} and dtype "
-                f"{value.dtype}, expected {tuple(want.shape)} and {want.dtype} from the config")
+                f"{value.dtype}, expected {tuple(want.shape)} and {want.dtype} from the config; "
+                f"{_REEXPORT}")
         if not torch.isfinite(value).all():
             raise WeightsFormatError(f"{source!r}: tensor {key!r} contains NaN or inf values; "
-                                     "the weights are corrupted")
+                                     "the weights are corrupted: re-download or re-export them")
     for route, net in nets.items():
         net.load_state_dict(strip_prefix(tensors, f"{route}."), strict=True)
         net.requires_grad_(False)
