@@ -62,6 +62,14 @@ class MetaTrainer:
         name: name given to the resulting :class:`WeightsBundle`.
         command: the command line recorded in the provenance.
 
+    Raises:
+        TaskError: a sampled task's loss is not a finite real scalar that depends on its
+            parameters, or it routes to a net the trainer does not have (checked before a task
+            is trained or validated on, so φ is never touched by it).
+        MetaTrainingError: ``max_bad_updates`` non-finite meta-updates in a row; each one is
+            skipped and logged before that, and the best φ is kept.
+        CheckpointError: :meth:`load_checkpoint` cannot resume from the file.
+
     Example:
         >>> from learned_optim.tasks import QuadraticFamily
         >>> trainer = MetaTrainer(QuadraticFamily(), MetaTrainConfig(epochs=1, tasks_per_epoch=2))
@@ -151,7 +159,7 @@ class MetaTrainer:
                             f"nets for {sorted(self.nets)}; pass routes=[...] to MetaTrainer "
                             "with every route its tasks use")
         params = {name: value.detach().requires_grad_() for name, value in task.params.items()}
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.random.fork_rng(devices=[]):  # e.g. dropout: no RNG use
             loss = task.loss(params, 0)
         if not loss.requires_grad:
             raise TaskError(f"{where}: its loss does not depend on its parameters (no autograd "
