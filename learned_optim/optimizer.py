@@ -74,7 +74,7 @@ class LearnedLSTMOptim(Optimizer):
           (:func:`learned_optim.update.update_bound`). Before anything is written, ``step``
           raises ``WeightsFormatError`` if the weights hold NaN or inf (e.g. modified in place
           after loading) and ``ValueError`` if ``lr`` is invalid or so large that the bound
-          overflows.
+          overflows. (Not guarded: a float16 parameter within one step of 65504.)
         * Sparse gradients raise ``RuntimeError``. Complex parameters are optimized as pairs of
           real coordinates (``torch.view_as_real``).
         * ``state_dict()`` records the weights it was made with; loading it into an optimizer
