@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .errors import WeightsError
+from .errors import CheckpointError, MetaTrainingError, WeightsError
 
 __all__ = ["COMMANDS", "Command", "command", "build_parser", "main"]
 
@@ -66,13 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit status.
 
-    Weights errors (missing, corrupted, offline) print one ``error:`` line instead of a
+    Weights errors (missing, corrupted, offline), bad values, bad tasks, unusable checkpoints
+    and a meta-training run stopped for divergence print one ``error:`` line instead of a
     traceback and exit with status 1.
     """
     args = build_parser().parse_args(argv)
     try:
         return args._run(args)
-    except (WeightsError, ValueError) as exc:
+    except (WeightsError, ValueError, CheckpointError, MetaTrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -10,10 +10,10 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
-from .errors import StateDictError
+from .errors import StateDictError, WeightsFormatError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
 from .sharding import is_sharded, local_hidden, local_tensor, saved_hidden_problem, sharded_hidden
-from .update import fuse_weights, gather, iter_chunks, lstm_step
+from .update import fuse_weights, gather, iter_chunks, lstm_step, update_bound
 from .weights import WeightsBundle, resolve_weights
 
 __all__ = ["LearnedLSTMOptim"]
@@ -67,7 +67,15 @@ class LearnedLSTMOptim(Optimizer):
           still moves the parameter: the LSTM's biases give a non-zero step.
         * A parameter whose gradient holds NaN or inf is left unchanged, together with its
           hidden state, and a ``RuntimeWarning`` says so. Under ``torch.amp.GradScaler`` such
-          steps are skipped by the scaler itself.
+          steps are skipped by the scaler itself. The same holds for a parameter whose hidden
+          state holds NaN or inf (set by hand; a float16 ``state_dtype`` whose cell state
+          overflowed): reset it with ``optimizer.state[p].clear()``.
+        * The step never writes NaN or inf: with finite φ, gradient and state, the update of
+          every coordinate is finite and at most ``lr * update_bound(net)``
+          (:func:`learned_optim.update.update_bound`). Before anything is written, ``step``
+          raises ``WeightsFormatError`` if the weights hold NaN or inf (e.g. modified in place
+          after loading) and ``ValueError`` if ``lr`` is invalid or so large that the bound
+          overflows. (Not guarded: a float16 parameter within one step of 65504.)
         * Sparse gradients raise ``RuntimeError``. Complex parameters are optimized as pairs of
           real coordinates (``torch.view_as_real``).
         * ``state_dict()`` records the weights it was made with; loading it into an optimizer
@@ -94,6 +102,10 @@ class LearnedLSTMOptim(Optimizer):
         _check_state_dtype(state_dtype)
         if not isinstance(maximize, bool):
             raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
+        params = list(params) if not isinstance(params, torch.Tensor) else params
+        if isinstance(params, list) and not params:
+            raise ValueError("LearnedLSTMOptim got an empty parameter list; pass the parameters "
+                             "to optimize, e.g. model.parameters() of a model that has some")
         self._bundle = resolve_weights(weights, revision=revision, cache_dir=cache_dir,
                                        local_files_only=local_files_only)
         defaults = dict(lr=lr, maximize=maximize, route=AUTO_ROUTE, chunk_size=chunk_size,
@@ -125,11 +137,13 @@ class LearnedLSTMOptim(Optimizer):
             if param.layout != torch.strided:
                 self.param_groups.pop()
                 raise ValueError(f"LearnedLSTMOptim supports only dense (strided) parameters, "
-                                 f"got layout {param.layout}")
+                                 f"got layout {param.layout}; optimize sparse parameters with "
+                                 "torch.optim.SparseAdam in a separate optimizer")
             if not (param.is_floating_point() or param.is_complex()):
                 self.param_groups.pop()
                 raise ValueError(f"LearnedLSTMOptim can only optimize floating point or complex "
-                                 f"parameters, got dtype {param.dtype}")
+                                 f"parameters, got dtype {param.dtype}; convert it (e.g. "
+                                 ".float()) or leave it out of the optimizer")
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -160,25 +174,70 @@ class LearnedLSTMOptim(Optimizer):
                         "torch.optim.SparseAdam in a separate optimizer")
                 by_route[_route_of(self, group, param)].append(param)
             work += [(group, route, params) for route, params in by_route.items()]
-        skipped = sum(self._step_route(group, route, params) for group, route, params in work)
-        if skipped:
+        self._check_weights_and_lr(work)
+        skipped = [self._step_route(group, route, params) for group, route, params in work]
+        bad_grads, bad_states = sum(s[0] for s in skipped), sum(s[1] for s in skipped)
+        if bad_grads:
             warnings.warn(
-                f"LearnedLSTMOptim skipped {skipped} parameter(s) whose gradient contains NaN "
+                f"LearnedLSTMOptim skipped {bad_grads} parameter(s) whose gradient contains NaN "
                 "or inf: they and their hidden state were left unchanged. Check the loss, clip "
                 "gradients, or use torch.amp.GradScaler for mixed precision.",
                 RuntimeWarning, stacklevel=2)
+        if bad_states:
+            warnings.warn(
+                f"LearnedLSTMOptim skipped {bad_states} parameter(s) whose hidden state contains "
+                "NaN or inf: they and their state were left unchanged. Reset the state with "
+                "optimizer.state[param].clear() (or load a good state_dict); a float16 "
+                "state_dtype can overflow on very long runs, use float32 or bfloat16.",
+                RuntimeWarning, stacklevel=2)
         return loss
 
+    def _check_weights_and_lr(self, work: list[tuple[dict[str, Any], str, Any]]) -> None:
+        """Refuse, before any write, NaN/inf weights or an lr whose step bound overflows.
+
+        The weights are re-checked only when one of their tensors was modified in place or
+        replaced since the last check (torch's version counter and data pointer).
+        """
+        checked = self.__dict__.setdefault("_checked_weights", {})
+        bounds: dict[str, float] = {}
+        for group, route, params in work:
+            if route not in bounds:
+                net = self._bundle.nets[route]
+                key = tuple((p.data_ptr(), p._version) for p in net.parameters())
+                if route not in checked or checked[route][0] != key:
+                    broken = [name for name, value in net.named_parameters()
+                              if not torch.isfinite(value).all()]
+                    if broken:
+                        raise WeightsFormatError(
+                            f"the weights {self._bundle.name!r} (route {route!r}) contain NaN or "
+                            f"inf in {broken}, so every update would be non-finite; nothing was "
+                            "changed. They were modified after loading (e.g. an in-place "
+                            "meta-training step that diverged): reload them, e.g. "
+                            "weights='default'")
+                    checked[route] = (key, update_bound(net))
+                bounds[route] = checked[route][1]
+            _check_lr(group["lr"])  # schedulers write group["lr"] directly
+            largest = min(torch.finfo(p.dtype).max for p in params)
+            if not group["lr"] * bounds[route] < largest:
+                raise ValueError(
+                    f"Invalid learning rate: {group['lr']}; lr times the largest step of the "
+                    f"weights ({bounds[route]:.3g}) overflows the parameters' dtype (max "
+                    f"{largest:.3g}). Use a multiplier near 1.0")
+
     def _step_route(self, group: dict[str, Any], route: str,
-                    params: list[torch.Tensor]) -> int:
-        """Update ``params`` (all with grads) of one group through the net of ``route``."""
-        finite = torch.stack([torch.isfinite(local_tensor(p.grad)).all()
-                              for p in params]).tolist()
-        kept = [p for p, ok in zip(params, finite) if ok]
+                    params: list[torch.Tensor]) -> tuple[int, int]:
+        """Update ``params`` (all with grads) of one group through the net of ``route``.
+
+        Returns how many were skipped for a non-finite gradient and for a non-finite state.
+        """
+        finite, state_ok = torch.stack([  # one device sync for both checks
+            torch.stack([torch.isfinite(local_tensor(p.grad)).all() for p in params]),
+            torch.stack([_state_finite(self.state.get(p), p.device) for p in params])]).tolist()
+        kept = [p for p, ok, good in zip(params, finite, state_ok) if ok and good]
+        skipped = (finite.count(False), sum(ok and not good for ok, good in zip(finite, state_ok)))
         if not kept:
-            return len(params)
+            return skipped
         # Compute dtype: float64 for float64 params, float32 otherwise. Group by it.
-        skipped = len(params) - len(kept)
         by_compute: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
         for param in kept:
             by_compute[(param.device, _compute_dtype(param))].append(param)
@@ -286,10 +345,13 @@ class LearnedLSTMOptim(Optimizer):
             }
 
     def _check_state_dict(self, state_dict: Any) -> None:
-        if not isinstance(state_dict, dict) or "state" not in state_dict \
-                or "param_groups" not in state_dict:
-            raise StateDictError("expected an optimizer state_dict with 'state' and "
-                                 "'param_groups' (from LearnedLSTMOptim.state_dict())")
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("state"), dict) \
+                or not isinstance(state_dict.get("param_groups"), list) \
+                or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                           for g in state_dict["param_groups"]):
+            raise StateDictError("expected an optimizer state_dict with a 'state' dict and a "
+                                 "'param_groups' list of dicts with 'params' (from "
+                                 "LearnedLSTMOptim.state_dict())")
         identity = state_dict.get("learned_optim")
         if identity is None and state_dict["param_groups"]:  # via torch.distributed.checkpoint
             identity = state_dict["param_groups"][0].get("learned_optim")
@@ -300,6 +362,11 @@ class LearnedLSTMOptim(Optimizer):
                 "this state_dict was not made by LearnedLSTMOptim (it has no 'learned_optim' "
                 f"entry; its per-parameter state has keys {keys}, e.g. from Adam). Load the "
                 "state_dict of a LearnedLSTMOptim, or start this optimizer fresh")
+        version = identity.get("format_version")
+        if not isinstance(version, int) or version > _STATE_FORMAT_VERSION:
+            raise StateDictError(
+                f"this state_dict has state format_version {version!r}; this learned_optim "
+                f"reads version {_STATE_FORMAT_VERSION} or older: upgrade learned_optim")
         mine = self._identity()
         if identity.get("weights_fingerprint") != mine["weights_fingerprint"]:
             raise StateDictError(
@@ -317,11 +384,25 @@ class LearnedLSTMOptim(Optimizer):
                 f"{[len(s['params']) for s in saved_groups]}, but this optimizer has "
                 f"{[len(g['params']) for g in self.param_groups]}; build the optimizer over the "
                 "same parameters, in the same order, as the one that saved it")
-        for saved, group in zip(saved_groups, self.param_groups):
+        unknown = sorted(set(state_dict["state"]) - {i for g in saved_groups for i in g["params"]},
+                         key=str)
+        if unknown:
+            raise StateDictError(f"this state_dict has state for parameter ids {unknown[:10]} "
+                                 "that no param group lists: it is corrupted or hand-edited; "
+                                 "save it again with LearnedLSTMOptim.state_dict()")
+        for index, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             route = saved.get("route", AUTO_ROUTE)
             if route != AUTO_ROUTE and route not in self._bundle.routes:
                 raise StateDictError(f"this state_dict routes a group to {route!r}, which the "
-                                     f"weights {mine['weights_name']!r} do not have")
+                                     f"weights {mine['weights_name']!r} do not have; load it "
+                                     "into an optimizer built with the weights that saved it")
+            try:
+                _check_lr(saved.get("lr", group["lr"]))
+                _check_chunk_size(saved.get("chunk_size", group["chunk_size"]))
+                _check_state_dtype(saved.get("state_dtype", group["state_dtype"]))
+            except (TypeError, ValueError) as exc:
+                raise StateDictError(f"param group {index} of this state_dict is invalid: "
+                                     f"{exc}") from None
             for saved_id, param in zip(saved["params"], group["params"]):
                 entry = state_dict["state"].get(saved_id)
                 if entry is None:
@@ -330,6 +411,18 @@ class LearnedLSTMOptim(Optimizer):
                     raise StateDictError(f"state of parameter {saved_id} has keys "
                                          f"{sorted(entry) if isinstance(entry, dict) else entry}"
                                          ", expected ['hidden', 'step']")
+                if not all(torch.is_tensor(entry[k]) and entry[k].is_floating_point()
+                           for k in ("step", "hidden")):
+                    raise StateDictError(
+                        f"state of parameter {saved_id}: 'step' and 'hidden' must be floating "
+                        f"point tensors, got {type(entry['step']).__name__} and "
+                        f"{type(entry['hidden']).__name__}; the state_dict is corrupted")
+                if not bool(_state_finite(entry, entry["hidden"].device)) \
+                        or not torch.isfinite(entry["step"]).all():
+                    raise StateDictError(
+                        f"the hidden state of parameter {saved_id} contains NaN or inf: the "
+                        "state_dict is corrupted (stepping from it would leave that parameter "
+                        "frozen). Load an earlier state_dict or start this optimizer fresh")
                 net = self._bundle.nets[_route_of(self, saved, param)]
                 problem = saved_hidden_problem(param, entry["hidden"], 2 * net.config.num_layers,
                                                net.config.hidden_size)
@@ -348,6 +441,16 @@ class LearnedLSTMOptim(Optimizer):
         text = super().__repr__()
         head, _, rest = text.partition(" (")
         return f"{head} (weights={self._bundle.name!r}, routes={list(self._bundle.routes)}{rest}"
+
+
+def _state_finite(state: dict[str, Any] | None, device: torch.device) -> torch.Tensor:
+    """Whether a parameter's hidden state is all finite (no state yet: True). One pass, no
+    temporary the size of the state: NaN propagates through min/max and inf shows in them."""
+    hidden = state.get("hidden") if state else None
+    if hidden is None or hidden.numel() == 0:
+        return torch.tensor(True, device=device)
+    low, high = torch.aminmax(hidden)
+    return torch.isfinite(low) & torch.isfinite(high)
 
 
 def _route_of(optimizer: LearnedLSTMOptim, group: dict[str, Any], param: torch.Tensor) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "lstm_step",
     "lstm_update",
     "iter_chunks",
+    "update_bound",
 ]
 
 #: Chunks are padded to a multiple of this many rows before each matrix multiply.
@@ -138,6 +139,15 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
         (i, f, u, o) &= W [x; h] + b \\
         c' &= \sigma(f) \odot c + \sigma(i) \odot \tanh(u) \\
         h' &= \sigma(o) \odot \tanh(c')
+
+    The step is bounded whatever the gradient and the state: every unit of the last layer has
+    :math:`|h'| = |\sigma(o)\tanh(c')| < 1`, so (see :func:`update_bound`)
+
+    .. math::
+        |g| \le \text{output\_scale} \cdot \big(\lVert w \rVert_1 + |b|\big)
+
+    and it is finite as long as φ, the gradient and the state are finite
+    (:math:`|c'| \le |c| + 1`).
     """
     n = grad.shape[0]
     pad = (-n) % ROW_ALIGN
@@ -160,6 +170,22 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
     if pad:
         update, new_hidden = update[:n], new_hidden[:n]
     return update, new_hidden
+
+
+def update_bound(net: LSTMOptimizerNet) -> float:
+    r"""The largest step :func:`lstm_step` can take for ``net``, before the ``lr`` multiplier.
+
+    .. math::
+        |g_t| \le B(\phi) = \text{output\_scale} \cdot \big(\lVert w \rVert_1 + |b|\big)
+
+    where :math:`(w, b)` is the linear head: its input :math:`h^{(L)} = \sigma(o) \tanh(c)`
+    lies in :math:`(-1, 1)` for every unit, whatever the gradient or the hidden state. The
+    optimizer's step on a coordinate is therefore at most ``lr * update_bound(net)``; the value
+    is ``inf`` or ``nan`` only if φ holds non-finite values.
+    """
+    head = net.head
+    total = head.weight.detach().double().abs().sum() + head.bias.detach().double().abs().sum()
+    return float(total) * net.config.output_scale
 
 
 def iter_chunks(sizes: Sequence[int], chunk_size: int) -> Iterator[list[tuple[int, int, int]]]:

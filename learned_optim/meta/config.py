@@ -82,6 +82,9 @@ class MetaTrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MetaTrainConfig":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a MetaTrainConfig is built from a JSON object of fields, got "
+                              f"{type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
