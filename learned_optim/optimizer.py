@@ -417,7 +417,9 @@ class LearnedLSTMOptim(Optimizer):
                         f"state of parameter {saved_id}: 'step' and 'hidden' must be floating "
                         f"point tensors, got {type(entry['step']).__name__} and "
                         f"{type(entry['hidden']).__name__}; the state_dict is corrupted")
-                if not bool(_state_finite(entry, entry["hidden"].device)) \
+                # each process checks its own shard: no collective inside load_state_dict
+                hidden = local_tensor(entry["hidden"])
+                if not bool(_state_finite({"hidden": hidden}, hidden.device)) \
                         or not torch.isfinite(entry["step"]).all():
                     raise StateDictError(
                         f"the hidden state of parameter {saved_id} contains NaN or inf: the "
