@@ -251,6 +251,7 @@ class MetaTrainer:
                 f"meta-training stopped: {self.bad_updates} non-finite meta-updates in a row. "
                 "Lower meta_lr or grad_clip, or check the task's loss; the best weights so far "
                 "are kept (trainer.best_bundle(), and the last checkpoint)")
+        return mean_loss
 
     def validate(self) -> dict[str, float]:
         """Mean over fresh validation tasks of the final loss (mean of the last 10% of steps)
