@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 
 from .errors import StateDictError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
-from .update import fuse_weights, gather, iter_chunks, lstm_step
+from .update import StepWorkspace, fuse_weights, iter_chunks, lstm_step_
 from .weights import WeightsBundle, resolve_weights
 
 __all__ = ["LearnedLSTMOptim"]
@@ -54,8 +54,9 @@ class LearnedLSTMOptim(Optimizer):
             scales linearly with it, so every ``torch.optim.lr_scheduler`` works, and 0 leaves
             the parameters unchanged.
         maximize: maximize the objective instead of minimizing it.
-        chunk_size: coordinates processed at once; bounds a step's transient memory (about
-            1.2 kB per coordinate). Results do not depend on it.
+        chunk_size: coordinates processed at once; bounds a step's extra memory (about 1 kB
+            per coordinate in float32, :func:`learned_optim.update.step_memory_bytes`). Results
+            do not depend on it; the default (4096) keeps a block in the CPU's cache.
         state_dtype: dtype of the stored hidden state (``torch.float32``, ``torch.float64``,
             ``torch.bfloat16`` or ``torch.float16``). ``None``: float64 for float64 parameters,
             float32 otherwise. The LSTM always computes in float32 (float64 for float64 params).
@@ -168,7 +169,7 @@ class LearnedLSTMOptim(Optimizer):
     def _step_route(self, group: dict[str, Any], route: str,
                     params: list[torch.Tensor]) -> int:
         """Update ``params`` (all with grads) of one group through the net of ``route``."""
-        finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).tolist()
+        finite = _finite_gradients(params)
         kept = [p for p, ok in zip(params, finite) if ok]
         if not kept:
             return len(params)
@@ -182,9 +183,11 @@ class LearnedLSTMOptim(Optimizer):
             self._apply(group, route, members, weights, dtype)
         return skipped
 
+    @torch.compiler.disable(reason="a Python loop over blocks; compiling it would unroll it")
     def _apply(self, group: dict[str, Any], route: str, params: list[torch.Tensor],
                weights: Any, compute_dtype: torch.dtype) -> None:
-        """Run the update rule over ``params`` in chunks, writing params and state in place."""
+        """Run the update rule over ``params`` in blocks of ``chunk_size`` coordinates, in one
+        reused workspace, writing params and state in place."""
         grads, hidden, targets, deferred = [], [], [], []
         for param in params:
             state = self.state[param]
@@ -203,20 +206,8 @@ class LearnedLSTMOptim(Optimizer):
                 buffer = torch.zeros(real.numel(), dtype=compute_dtype, device=param.device)
                 targets.append(buffer)
                 deferred.append((real, buffer))
-        lr, maximize = group["lr"], group["maximize"]
-        for pieces in iter_chunks([g.shape[0] for g in grads], group["chunk_size"]):
-            grad = gather(grads, pieces).to(compute_dtype)
-            if maximize:
-                grad = -grad
-            update, new_hidden = lstm_step(grad, gather(hidden, pieces).to(compute_dtype), weights)
-            if lr != 1.0:
-                update = update * lr
-            offset = 0
-            for index, start, stop in pieces:
-                size = stop - start
-                hidden[index][start:stop].copy_(new_hidden[offset:offset + size])
-                targets[index][start:stop].add_(update[offset:offset + size])
-                offset += size
+        _run_blocks(grads, hidden, targets, weights, compute_dtype, group["chunk_size"],
+                    group["lr"], group["maximize"])
         for real, buffer in deferred:
             real.add_(buffer.view(real.shape))
 
@@ -330,6 +321,56 @@ class LearnedLSTMOptim(Optimizer):
 def _route_of(optimizer: LearnedLSTMOptim, group: dict[str, Any], param: torch.Tensor) -> str:
     route = group.get("route", AUTO_ROUTE)
     return route_for_shape(param, optimizer.weights.routes) if route == AUTO_ROUTE else route
+
+
+def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
+                targets: list[torch.Tensor], weights: Any, compute_dtype: torch.dtype,
+                chunk_size: int, lr: float, maximize: bool) -> None:
+    """The update rule over flat ``grads`` in blocks of ``chunk_size`` coordinates, in one
+    workspace: ``targets += lr * update``, ``hidden`` replaced by the new state, in place.
+
+    Runs eagerly under ``torch.compile(opt.step)``: tracing it would unroll one copy of the
+    rule per block (hundreds for a large model), and the in-place rule is already one pass of
+    ATen kernels per operation.
+    """
+    sizes = [g.shape[0] for g in grads]
+    if sum(sizes) == 0:
+        return
+    workspace = StepWorkspace(min(chunk_size, sum(sizes)), weights.config,
+                              dtype=compute_dtype, device=grads[0].device)
+    for pieces in iter_chunks(sizes, chunk_size):
+        rows = _gather_into(workspace.grad, grads, pieces)
+        _gather_into(workspace.hidden, hidden, pieces)
+        if maximize:
+            workspace.grad[:rows].neg_()
+        update = lstm_step_(workspace, rows, weights)
+        if lr != 1.0:
+            update.mul_(lr)
+        offset = 0
+        for index, start, stop in pieces:
+            size = stop - start
+            hidden[index][start:stop].copy_(workspace.hidden[offset:offset + size])
+            targets[index][start:stop].add_(update[offset:offset + size])
+            offset += size
+
+
+def _finite_gradients(params: list[torch.Tensor]) -> list[bool]:
+    """Whether each gradient is free of NaN and inf, with one host sync and no gradient-sized
+    temporary (the max-abs norm propagates NaN and inf)."""
+    device = params[0].grad.device
+    norms = [torch.linalg.vector_norm(p.grad, ord=math.inf).to(device, torch.float32)
+             if p.grad.numel() else torch.zeros((), device=device) for p in params]
+    return torch.isfinite(torch.stack(norms)).tolist()
+
+
+def _gather_into(out: torch.Tensor, tensors: list[torch.Tensor],
+                 pieces: list[tuple[int, int, int]]) -> int:
+    """Copy the pieces of ``tensors`` into the first rows of ``out``; return the rows filled."""
+    offset = 0
+    for index, start, stop in pieces:
+        out[offset:offset + stop - start].copy_(tensors[index][start:stop])
+        offset += stop - start
+    return offset
 
 
 def _compute_dtype(param: torch.Tensor) -> torch.dtype:
