@@ -188,7 +188,7 @@ class LearnedLSTMOptim(Optimizer):
                weights: Any, compute_dtype: torch.dtype) -> None:
         """Run the update rule over ``params`` in blocks of ``chunk_size`` coordinates, in one
         reused workspace, writing params and state in place."""
-        grads, hidden, targets, deferred = [], [], [], []
+        grads, hidden, targets, deferred, steps = [], [], [], [], []
         for param in params:
             state = self.state[param]
             real = torch.view_as_real(param) if param.is_complex() else param
@@ -197,7 +197,7 @@ class LearnedLSTMOptim(Optimizer):
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["hidden"] = self._bundle.nets[route].initial_state(
                     real.numel(), dtype=_state_dtype(group, param), device=param.device)
-            state["step"] += 1
+            steps.append(state["step"])
             grads.append(grad.reshape(-1))
             hidden.append(state["hidden"])
             if real.is_contiguous():
@@ -206,6 +206,7 @@ class LearnedLSTMOptim(Optimizer):
                 buffer = torch.zeros(real.numel(), dtype=compute_dtype, device=param.device)
                 targets.append(buffer)
                 deferred.append((real, buffer))
+        torch._foreach_add_(steps, 1.0)
         _run_blocks(grads, hidden, targets, weights, compute_dtype, group["chunk_size"],
                     group["lr"], group["maximize"])
         for real, buffer in deferred:
@@ -329,9 +330,8 @@ def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
     """The update rule over flat ``grads`` in blocks of ``chunk_size`` coordinates, in one
     workspace: ``targets += lr * update``, ``hidden`` replaced by the new state, in place.
 
-    Runs eagerly under ``torch.compile(opt.step)``: tracing it would unroll one copy of the
-    rule per block (hundreds for a large model), and the in-place rule is already one pass of
-    ATen kernels per operation.
+    A block that spans many small tensors is gathered with one ``cat`` and scattered with one
+    ``_foreach`` call each, so the Python work per block does not grow with the tensor count.
     """
     sizes = [g.shape[0] for g in grads]
     if sum(sizes) == 0:
@@ -339,38 +339,42 @@ def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
     workspace = StepWorkspace(min(chunk_size, sum(sizes)), weights.config,
                               dtype=compute_dtype, device=grads[0].device)
     for pieces in iter_chunks(sizes, chunk_size):
-        rows = _gather_into(workspace.grad, grads, pieces)
-        _gather_into(workspace.hidden, hidden, pieces)
+        lengths = [stop - start for _, start, stop in pieces]
+        rows = sum(lengths)
+        grad_in, hidden_in = workspace.grad[:rows], workspace.hidden[:rows]
+        if len(pieces) == 1:
+            index, start, stop = pieces[0]
+            grad_in.copy_(grads[index][start:stop])
+            hidden_in.copy_(hidden[index][start:stop])
+        else:
+            torch.cat([grads[index][start:stop] for index, start, stop in pieces], out=grad_in)
+            torch.cat([hidden[index][start:stop] for index, start, stop in pieces],
+                      out=hidden_in)
         if maximize:
-            workspace.grad[:rows].neg_()
+            grad_in.neg_()
         update = lstm_step_(workspace, rows, weights)
         if lr != 1.0:
             update.mul_(lr)
-        offset = 0
-        for index, start, stop in pieces:
-            size = stop - start
-            hidden[index][start:stop].copy_(workspace.hidden[offset:offset + size])
-            targets[index][start:stop].add_(update[offset:offset + size])
-            offset += size
+        if len(pieces) == 1:
+            hidden[index][start:stop].copy_(hidden_in)
+            targets[index][start:stop].add_(update)
+        else:
+            torch._foreach_copy_([hidden[index][start:stop] for index, start, stop in pieces],
+                                 hidden_in.split(lengths))
+            torch._foreach_add_([targets[index][start:stop] for index, start, stop in pieces],
+                                update.split(lengths))
 
 
 def _finite_gradients(params: list[torch.Tensor]) -> list[bool]:
-    """Whether each gradient is free of NaN and inf, with one host sync and no gradient-sized
-    temporary (the max-abs norm propagates NaN and inf)."""
+    """Whether each gradient is free of NaN and inf: one max-abs norm per gradient in one
+    ``_foreach_norm`` call (it propagates NaN and inf), no gradient-sized temporary, and one
+    host sync."""
     device = params[0].grad.device
-    norms = [torch.linalg.vector_norm(p.grad, ord=math.inf).to(device, torch.float32)
-             if p.grad.numel() else torch.zeros((), device=device) for p in params]
-    return torch.isfinite(torch.stack(norms)).tolist()
-
-
-def _gather_into(out: torch.Tensor, tensors: list[torch.Tensor],
-                 pieces: list[tuple[int, int, int]]) -> int:
-    """Copy the pieces of ``tensors`` into the first rows of ``out``; return the rows filled."""
-    offset = 0
-    for index, start, stop in pieces:
-        out[offset:offset + stop - start].copy_(tensors[index][start:stop])
-        offset += stop - start
-    return offset
+    nonempty = [p.grad for p in params if p.grad.numel()]
+    norms = iter(torch._foreach_norm(nonempty, math.inf) if nonempty else ())
+    values = [next(norms).to(device, torch.float32) if p.grad.numel()
+              else torch.zeros((), device=device) for p in params]
+    return torch.isfinite(torch.stack(values)).tolist()
 
 
 def _compute_dtype(param: torch.Tensor) -> torch.dtype:
