@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 
 from .errors import StateDictError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
-from .update import StepWorkspace, fuse_weights, iter_chunks, lstm_step_
+from .update import ROW_ALIGN, StepWorkspace, fuse_weights, iter_chunks, lstm_step_
 from .weights import WeightsBundle, resolve_weights
 
 __all__ = ["LearnedLSTMOptim"]
@@ -342,21 +342,26 @@ def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
         lengths = [stop - start for _, start, stop in pieces]
         rows = sum(lengths)
         grad_in, hidden_in = workspace.grad[:rows], workspace.hidden[:rows]
+        in_place = None  # a block inside one tensor, in the compute dtype: no copies
         if len(pieces) == 1:
             index, start, stop = pieces[0]
             grad_in.copy_(grads[index][start:stop])
-            hidden_in.copy_(hidden[index][start:stop])
+            if hidden[index].dtype == compute_dtype and rows % ROW_ALIGN == 0:
+                in_place = hidden[index][start:stop]
+            else:
+                hidden_in.copy_(hidden[index][start:stop])
         else:
             torch.cat([grads[index][start:stop] for index, start, stop in pieces], out=grad_in)
             torch.cat([hidden[index][start:stop] for index, start, stop in pieces],
                       out=hidden_in)
         if maximize:
             grad_in.neg_()
-        update = lstm_step_(workspace, rows, weights)
+        update = lstm_step_(workspace, rows, weights, hidden=in_place)
         if lr != 1.0:
             update.mul_(lr)
         if len(pieces) == 1:
-            hidden[index][start:stop].copy_(hidden_in)
+            if in_place is None:
+                hidden[index][start:stop].copy_(hidden_in)
             targets[index][start:stop].add_(update)
         else:
             torch._foreach_copy_([hidden[index][start:stop] for index, start, stop in pieces],

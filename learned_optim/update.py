@@ -206,8 +206,7 @@ def preprocess_gradient(grad: torch.Tensor, config: LSTMOptimizerConfig) -> torc
     magnitude = grad.abs()
     if mode == "log_sign":
         large = magnitude >= math.exp(-p)
-        log_part = torch.where(large, torch.log(magnitude.clamp_min(_TINY)) / p,
-                               torch.full_like(grad, -1.0))
+        log_part = torch.where(large, torch.log(magnitude.clamp_min(_TINY)) / p, -1.0)
         sign_part = torch.where(large, torch.sign(grad), grad * math.exp(p))
     elif mode == "clamped":
         log_part = (torch.log(magnitude + 1e-8) / p).clamp_min(-1.0)
@@ -251,20 +250,32 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
 
 
 @torch.no_grad()
-def lstm_step_(workspace: StepWorkspace, rows: int, weights: FusedLSTMWeights) -> torch.Tensor:
-    """:func:`lstm_step` in place: ``workspace.hidden[:rows]`` becomes the new state.
+def lstm_step_(workspace: StepWorkspace, rows: int, weights: FusedLSTMWeights, *,
+               hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`lstm_step` in place: the block's state is replaced by the new state.
 
     The caller has written the block's gradients into ``workspace.grad[:rows]`` and its state
-    into ``workspace.hidden[:rows]``. Returns the update, a view ``(rows,)`` into the workspace
-    that the next call overwrites. Bit-identical to :func:`lstm_step` on the same inputs.
+    into ``workspace.hidden[:rows]``, or passes the state itself as ``hidden`` (contiguous,
+    shape ``(rows, 2 * num_layers, hidden_size)``, the workspace's dtype, ``rows`` a multiple of
+    :data:`ROW_ALIGN`), which then is updated where it lies, with no copy in or out. Returns
+    the update, a view ``(rows,)`` into the workspace that the next call overwrites.
+    Bit-identical to :func:`lstm_step` on the same inputs.
     """
     if not 0 < rows <= workspace.rows:
         raise ValueError(f"rows must be in [1, {workspace.rows}] for this workspace, got {rows}")
     padded = _aligned(rows)
     workspace.grad[rows:padded].zero_()
-    workspace.hidden[rows:padded].zero_()
-    update, _ = _lstm_math(workspace.grad[:padded], workspace.hidden[:padded], weights,
-                           workspace._buffers(padded))
+    if hidden is None:
+        workspace.hidden[rows:padded].zero_()
+        hidden = workspace.hidden[:padded]
+    elif padded != rows or hidden.shape != workspace.hidden[:rows].shape \
+            or hidden.dtype != workspace.hidden.dtype or not hidden.is_contiguous():
+        raise ValueError(
+            f"hidden of shape {tuple(hidden.shape)}, dtype {hidden.dtype} cannot be updated in "
+            f"place: it must be contiguous, of dtype {workspace.hidden.dtype} and shape "
+            f"{tuple(workspace.hidden[:rows].shape)} with rows a multiple of {ROW_ALIGN}; copy "
+            "it into workspace.hidden instead")
+    update, _ = _lstm_math(workspace.grad[:padded], hidden, weights, workspace._buffers(padded))
     return update[:rows]
 
 

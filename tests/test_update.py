@@ -185,3 +185,19 @@ def test_step_memory_bound_covers_the_workspace():
     assert workspace.nbytes <= step_memory_bytes(4096, net.config)
     assert step_memory_bytes(4096, net.config, torch.float64) == \
         2 * step_memory_bytes(4096, net.config)
+
+
+def test_in_place_step_on_the_state_itself_matches_the_workspace_copy():
+    net = random_net()
+    weights = fuse_weights(net)
+    grad, hidden = mixed_gradients(64), random_hidden(64, net)
+    expected_update, expected_hidden = lstm_step(grad, hidden, weights)
+    workspace = StepWorkspace(64, net.config)
+    workspace.grad[:64] = grad
+    state = hidden.clone()
+    update = lstm_step_(workspace, 64, weights, hidden=state)
+    assert torch.equal(update, expected_update) and torch.equal(state, expected_hidden)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        lstm_step_(workspace, 63, weights, hidden=state[:63])
+    with pytest.raises(ValueError, match="cannot be updated in place"):
+        lstm_step_(workspace, 64, weights, hidden=state.to(torch.bfloat16))
