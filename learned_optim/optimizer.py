@@ -351,9 +351,8 @@ def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
             else:
                 hidden_in.copy_(hidden[index][start:stop])
         else:
-            torch.cat([grads[index][start:stop] for index, start, stop in pieces], out=grad_in)
-            torch.cat([hidden[index][start:stop] for index, start, stop in pieces],
-                      out=hidden_in)
+            torch.cat(_slices(grads, pieces), out=grad_in)
+            torch.cat(_slices(hidden, pieces), out=hidden_in)
         if maximize:
             grad_in.neg_()
         update = lstm_step_(workspace, rows, weights, hidden=in_place)
@@ -364,10 +363,15 @@ def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
                 hidden[index][start:stop].copy_(hidden_in)
             targets[index][start:stop].add_(update)
         else:
-            torch._foreach_copy_([hidden[index][start:stop] for index, start, stop in pieces],
-                                 hidden_in.split(lengths))
-            torch._foreach_add_([targets[index][start:stop] for index, start, stop in pieces],
-                                update.split(lengths))
+            torch._foreach_copy_(_slices(hidden, pieces), hidden_in.split(lengths))
+            torch._foreach_add_(_slices(targets, pieces), update.split(lengths))
+
+
+def _slices(tensors: list[torch.Tensor],
+            pieces: list[tuple[int, int, int]]) -> list[torch.Tensor]:
+    """``tensors[index][start:stop]`` for each piece (the tensor itself when it is whole)."""
+    return [tensors[index] if stop - start == tensors[index].shape[0]
+            else tensors[index][start:stop] for index, start, stop in pieces]
 
 
 def _finite_gradients(params: list[torch.Tensor]) -> list[bool]:

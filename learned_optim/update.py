@@ -136,8 +136,9 @@ class StepWorkspace:
         hidden, layers = config.hidden_size, config.num_layers
         width = max(config.input_size, hidden) + hidden
         make = dict(dtype=dtype, device=device)
-        self.grad = torch.zeros(self.rows, **make)
-        self.hidden = torch.zeros(self.rows, 2 * layers, hidden, **make)
+        # Uninitialised: every row is written before it is read (lstm_step_ zeroes the padding).
+        self.grad = torch.empty(self.rows, **make)
+        self.hidden = torch.empty(self.rows, 2 * layers, hidden, **make)
         self._gates = torch.empty(self.rows, 4 * hidden, **make)
         self._inputs = torch.empty(self.rows * width, **make)
         self._scratch = torch.empty(self.rows, hidden, **make)
@@ -167,12 +168,18 @@ def step_memory_bytes(rows: int, config: LSTMOptimizerConfig,
                       dtype: torch.dtype = torch.float32) -> int:
     """Upper bound on the extra memory of one optimizer step over blocks of ``rows`` coordinates.
 
-    The :class:`StepWorkspace` plus the gradient preprocessing's temporaries (at most
-    :data:`_PREPROCESS_FLOATS_PER_ROW` numbers per coordinate), for ``rows`` rounded up to a
-    multiple of :data:`ROW_ALIGN`. About 1 kB per coordinate in float32 for the paper's net.
+    The :class:`StepWorkspace`, the gradient preprocessing's temporaries (at most
+    :data:`_PREPROCESS_FLOATS_PER_ROW` numbers per coordinate) for ``rows`` rounded up to a
+    multiple of :data:`ROW_ALIGN`, and twice the size of φ (its fused copy and one temporary
+    while fusing). About 1 kB per coordinate in float32 for the paper's net, whatever the size
+    of the model.
     """
-    floats = StepWorkspace.floats_per_row(config) + _PREPROCESS_FLOATS_PER_ROW
-    return _aligned(rows) * floats * torch.empty(0, dtype=dtype).element_size()
+    per_row = StepWorkspace.floats_per_row(config) + _PREPROCESS_FLOATS_PER_ROW
+    hidden, widths = config.hidden_size, [config.input_size] + [config.hidden_size] * (
+        config.num_layers - 1)
+    phi = sum(4 * hidden * (w + hidden) + 4 * hidden for w in widths) + hidden + 1
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    return (_aligned(rows) * per_row + 2 * phi) * itemsize
 
 
 # Live n-element temporaries of preprocess_gradient, counted generously (bool masks as floats).
