@@ -76,14 +76,15 @@ class NaiveLSTMOptimizer:
 def naive_train_task(task: Task, net: LSTMOptimizerNet, meta_optimizer: torch.optim.Optimizer,
                      horizon: int, unroll: int) -> None:
     """Meta-train ``net`` on one task the naive way: truncated BPTT with the per-tensor
-    ``nn.LSTMCell`` loop, graph kept through φ, Adam after every ``unroll`` steps."""
+    ``nn.LSTMCell`` loop, graph kept through φ, Adam after every ``unroll`` steps on the mean
+    loss with the meta-gradient clipped to norm 1 (the MetaTrainer's defaults)."""
     params = {k: v.detach().clone().requires_grad_() for k, v in task.params.items()}
     states = {k: _zero_states(net, v.numel(), v.dtype, v.device) for k, v in params.items()}
     step = 0
     while step < horizon:
-        total = 0.0
+        total, steps = 0.0, min(unroll, horizon - step)
         loss = task.loss(params, step)
-        for _ in range(min(unroll, horizon - step)):
+        for _ in range(steps):
             grads = torch.autograd.grad(loss, list(params.values()), retain_graph=True)
             new_params = {}
             for (name, value), grad in zip(params.items(), grads):
@@ -93,7 +94,8 @@ def naive_train_task(task: Task, net: LSTMOptimizerNet, meta_optimizer: torch.op
             loss = task.loss(params, step)
             total = total + loss
         meta_optimizer.zero_grad()
-        total.backward()
+        (total / steps).backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         meta_optimizer.step()
         params = {k: v.detach().requires_grad_() for k, v in params.items()}
         states = {k: [(h.detach(), c.detach()) for h, c in s] for k, s in states.items()}

@@ -19,11 +19,11 @@ multiple of :data:`ROW_ALIGN` rows (CPU BLAS rounds differently for a handful of
 gate nonlinearity is built from ``torch.exp`` and arithmetic,
 
 .. math::
-    \sigma(z) = \frac{1}{1 + e^{-z}}, \qquad \tanh(z) = \frac{2}{1 + e^{-2z}} - 1,
+    \sigma(z) = \frac{1}{1 + e^{-z}}, \qquad \tanh(z) = 1 - \frac{2}{1 + e^{2z}},
 
-because ``torch.exp`` (like ``+``, ``*`` and ``1/x``) gives the same bits at every position of a
-tensor, while ``torch.sigmoid`` on CPU computes the tail of a vectorised loop with a different
-scalar formula. ``exp`` is also 3x cheaper than ``torch.tanh`` on CPU, and the gates need it on
+because ``torch.exp`` (like ``+``, ``*``, ``1/x`` and ``addcmul``) gives the same bits at every
+position of a tensor, while ``torch.sigmoid`` on CPU computes the tail of a vectorised loop with
+a different scalar formula. ``exp`` is also 3x cheaper than ``torch.tanh`` on CPU, and the gates need it on
 80 values per coordinate and layer, the largest cost of a step after the two matrix multiplies.
 
 Two entry points run the same math (:func:`_lstm_math`):
@@ -69,8 +69,8 @@ class FusedLSTMWeights(NamedTuple):
 
     ``layers[l] = (weight, bias)`` with ``weight`` of shape ``(4H, in_l + H)`` whose input,
     forget and output gate rows are multiplied by -1 and whose cell-candidate rows are
-    multiplied by -2 (both exact in floating point), so that one ``exp`` of the pre-activation
-    gives :math:`e^{-z}` for the sigmoid gates and :math:`e^{-2z}` for the tanh gate.
+    multiplied by 2 (both exact in floating point), so that one ``exp`` of the pre-activation
+    gives :math:`e^{-z}` for the sigmoid gates and :math:`e^{2z}` for the tanh gate.
     ``head = (weight (1, H), bias (1,))``.
     """
 
@@ -84,9 +84,9 @@ def fuse_weights(net: LSTMOptimizerNet, *, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None) -> FusedLSTMWeights:
     """Lay out ``net``'s weights for :func:`lstm_step` (differentiable with respect to φ)."""
     hidden = net.config.hidden_size
-    # nn.LSTMCell gate order is (input, forget, cell, output): sigmoid rows get -1, tanh rows -2.
+    # nn.LSTMCell gate order is (input, forget, cell, output): sigmoid rows get -1, tanh rows 2.
     gate_scale = torch.full((4 * hidden, 1), -1.0)
-    gate_scale[2 * hidden:3 * hidden] = -2.0
+    gate_scale[2 * hidden:3 * hidden] = 2.0
     layers = []
     for cell in net.cells:
         weight = torch.cat([cell.weight_ih, cell.weight_hh], dim=1)
@@ -237,13 +237,17 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
         ``(update, new_hidden)``: the step :math:`g_t` of shape ``(n,)`` (already multiplied by
         ``output_scale``) and the new state, same shape as ``hidden``. Pure: no input is changed.
 
-    Each layer computes, with :math:`\sigma(z) = 1 / (1 + e^{-z})` and
-    :math:`\tanh(z) = 2\sigma(2z) - 1`,
+    Each layer computes
 
     .. math::
         (i, f, u, o) &= W [x; h] + b \\
         c' &= \sigma(f) \odot c + \sigma(i) \odot \tanh(u) \\
         h' &= \sigma(o) \odot \tanh(c')
+
+    as :math:`\sigma(z) = 1 / (1 + e^{-z})`, :math:`\sigma(i) \tanh(u) = \sigma(i) - 2 \sigma(i)
+    \rho(u)` and :math:`\sigma(o) \tanh(c') = \sigma(o) - 2 \sigma(o) \rho(c')` with
+    :math:`\rho(x) = 1 / (1 + e^{2x})`: one ``exp`` for all four gates, 12 ATen operations per
+    layer.
     """
     n = grad.shape[0]
     pad = (-n) % ROW_ALIGN
@@ -298,19 +302,19 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         h, c = hidden[:, 2 * layer], hidden[:, 2 * layer + 1]
         stacked = torch.cat([layer_input, h], dim=1, out=into.inputs[layer])
         gates = torch.addmm(bias, stacked, weight.t(), out=into.gates)
-        # gates hold -z (sigmoid rows) and -2z (tanh rows): one exp, then 1/(1 + e).
+        # gates hold -z (sigmoid rows) and 2z (tanh rows): r = 1 / (1 + exp(gates)) is
+        # sigma(z) for i, f, o and (1 - tanh(u)) / 2 for u.
         gates = torch.exp(gates, out=into.gates)
         gates = torch.reciprocal(torch.add(gates, 1.0, out=into.gates), out=into.gates)
-        i, f, u, o = gates.chunk(4, dim=1)
-        u = torch.sub(torch.mul(u, 2.0, out=u if in_place else None), 1.0,
-                      out=u if in_place else None)
-        c_new = torch.mul(f, c, out=c if in_place else None)
-        c_new = torch.add(c_new, torch.mul(i, u, out=into.scratch), out=c_new if in_place else None)
-        tanh_c = torch.mul(c_new, -2.0, out=into.scratch)
-        tanh_c = torch.reciprocal(torch.add(torch.exp(tanh_c, out=into.scratch), 1.0,
-                                            out=into.scratch), out=into.scratch)
-        tanh_c = torch.sub(torch.mul(tanh_c, 2.0, out=into.scratch), 1.0, out=into.scratch)
-        h_new = torch.mul(o, tanh_c, out=h if in_place else None)
+        i, f, r_u, o = gates.chunk(4, dim=1)
+        # c' = f c + i tanh(u) = (i - 2 i r_u) + f c
+        c_new = torch.addcmul(i, i, r_u, value=-2.0, out=into.scratch)
+        c_new = torch.addcmul(c_new, f, c, out=c if in_place else None)
+        # h' = o tanh(c') = o - 2 o r_c, with r_c = 1 / (1 + exp(2 c'))
+        r_c = torch.mul(c_new, 2.0, out=into.scratch)
+        r_c = torch.reciprocal(torch.add(torch.exp(r_c, out=into.scratch), 1.0,
+                                         out=into.scratch), out=into.scratch)
+        h_new = torch.addcmul(o, o, r_c, value=-2.0, out=h if in_place else None)
         new_states += [h_new, c_new]
         layer_input = h_new
     update = torch.addmm(weights.head_bias, layer_input, weights.head_weight.t(), out=into.update)
