@@ -12,6 +12,10 @@ tensor or as ``--tensors`` tensors:
   ``chunk_size`` rows into preallocated outputs, nothing else;
 * (d) ``torch.optim.Adam(foreach=True)``.
 
+``Mparam/s`` is parameters updated per second by (b); ``state GB/s`` the hidden-state traffic
+that implies (read and written once: 640 B per parameter in float32), to compare with the
+memory bandwidth on a GPU.
+
 Memory: the peak of the bytes allocated during one step above what was allocated before it
 (transient; the state already exists), on CPU from the allocation events of
 ``torch.profiler.profile(profile_memory=True)``, which sees every allocation and free of
@@ -24,6 +28,7 @@ pages that the C allocator keeps or reuses, not tensors); on CUDA from
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import os
 import statistics
@@ -211,6 +216,7 @@ def bench_steps(config: BenchConfig) -> list[dict[str, Any]]:
             if tensors > total:
                 continue
             rows.append(_bench_one_model(config, total, tensors))
+            gc.collect()  # optimizers hold reference cycles: free this model's GBs now
             print(_format_step_row(rows[-1]), flush=True)
     return rows
 
@@ -242,6 +248,7 @@ def _bench_one_model(config: BenchConfig, total: int, tensors: int) -> dict[str,
         row["naive_peak"] = peak_transient_bytes(naive.step, device)
     row["peak"] = peak_transient_bytes(ours.step, device)
     row["budget"] = step_memory_bytes(min(config.chunk_size, total), net.config)
+    row["state_bytes"] = _state_bytes(ours) / total
     return row
 
 
@@ -409,8 +416,8 @@ def _mb(nbytes: float) -> str:
 
 
 _STEP_HEADER = ("| params | tensors | (a) naive ms | (b) step ms | (c) floor ms | (d) Adam ms "
-                "| a/b | b/c | b/d | Mparam/s | step peak MB (budget) | naive peak MB |\n"
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                "| a/b | b/c | b/d | Mparam/s | state GB/s | step peak MB (budget) "
+                "| naive peak MB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def _format_step_row(row: dict[str, Any]) -> str:
@@ -419,8 +426,9 @@ def _format_step_row(row: dict[str, Any]) -> str:
     naive_peak = _mb(row["naive_peak"]) if "naive_peak" in row else "—"
     return (f"| {row['params']:,} | {row['tensors']} | {a} | {_ms(row['b'])} | {_ms(row['c'])} "
             f"| {_ms(row['d'])} | {a_b} | {row['b/c']:.2f} | {row['b/d']:.0f} "
-            f"| {row['params'] / row['b'] / 1e6:.2f} | {_mb(row['peak'])} "
-            f"({_mb(row['budget'])}) | {naive_peak} |")
+            f"| {row['params'] / row['b'] / 1e6:.2f} "
+            f"| {2 * row['state_bytes'] * row['params'] / row['b'] / 1e9:.2f} "
+            f"| {_mb(row['peak'])} ({_mb(row['budget'])}) | {naive_peak} |")
 
 
 def run(config: BenchConfig) -> dict[str, Any]:
