@@ -10,6 +10,7 @@ Examples::
     python -m learned_optim export default ./default-hub   # a Hub-ready folder
     torchrun --standalone --nproc_per_node=2 -m learned_optim meta-train --task quadratic \
         --meta-batch-size 2 --out runs/quadratic       # meta-training across 2 processes
+    python -m learned_optim bench --quick                   # what a step costs (smoke run)
 """
 
 from __future__ import annotations
@@ -317,6 +318,51 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(table)
     print(f"wrote {out}/table.md, results.json, curves.safetensors"
           + (", plots/" if plots else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run on tiny sizes (seconds), to check that it works")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="model sizes in parameters (default 10k 100k 1M 10M)")
+    parser.add_argument("--tensors", type=int, default=None,
+                        help="tensors of the many-tensor model (default 500)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--sections", nargs="+", choices=["step", "state", "meta", "train"],
+                        default=None, help="parts to run (default: all)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile(opt.step) and the update rule compiled "
+                             "by Inductor (adds a minute or more of compilation)")
+
+
+@command("bench", configure=_bench_arguments,
+         help="measure the optimizer step against a naive loop, the matmul floor and Adam")
+def _run_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench import BenchConfig, load_naive, run
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    overrides = {key: value for key, value in (
+        ("sizes", tuple(args.sizes) if args.sizes else None), ("tensors", args.tensors),
+        ("repeats", args.repeats), ("sections", tuple(args.sections) if args.sections else None),
+    ) if value is not None}
+    overrides.update(device=args.device, compile=args.compile, naive=load_naive())
+    config = (BenchConfig.quick_config(**overrides) if args.quick
+              else BenchConfig(**overrides))
+    if config.naive is None:
+        print("note: benchmarks/naive.py not found next to the package (not a source "
+              "checkout): column (a) and the naive unroll are left out")
+    run(config)
     return 0
 
 

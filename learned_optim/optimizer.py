@@ -13,7 +13,8 @@ from torch.optim import Optimizer
 from .errors import StateDictError, WeightsFormatError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
 from .sharding import is_sharded, local_hidden, local_tensor, saved_hidden_problem, sharded_hidden
-from .update import fuse_weights, gather, iter_chunks, lstm_step, update_bound
+from .update import (ROW_ALIGN, StepWorkspace, fuse_weights, iter_chunks, lstm_step_,
+                     update_bound)
 from .weights import WeightsBundle, resolve_weights
 
 __all__ = ["LearnedLSTMOptim"]
@@ -55,8 +56,9 @@ class LearnedLSTMOptim(Optimizer):
             scales linearly with it, so every ``torch.optim.lr_scheduler`` works, and 0 leaves
             the parameters unchanged.
         maximize: maximize the objective instead of minimizing it.
-        chunk_size: coordinates processed at once; bounds a step's transient memory (about
-            1.2 kB per coordinate). Results do not depend on it.
+        chunk_size: coordinates processed at once; bounds a step's extra memory (about 1 kB
+            per coordinate in float32, :func:`learned_optim.update.step_memory_bytes`). Results
+            do not depend on it; the default (4096) keeps a block in the CPU's cache.
         state_dtype: dtype of the stored hidden state (``torch.float32``, ``torch.float64``,
             ``torch.bfloat16`` or ``torch.float16``). ``None``: float64 for float64 parameters,
             float32 otherwise. The LSTM always computes in float32 (float64 for float64 params).
@@ -230,9 +232,9 @@ class LearnedLSTMOptim(Optimizer):
 
         Returns how many were skipped for a non-finite gradient and for a non-finite state.
         """
-        finite, state_ok = torch.stack([  # one device sync for both checks
-            torch.stack([torch.isfinite(local_tensor(p.grad)).all() for p in params]),
-            torch.stack([_state_finite(self.state.get(p), p.device) for p in params])]).tolist()
+        finite = _finite_gradients(params)
+        state_ok = torch.stack([_state_finite(self.state.get(p), p.device)
+                                for p in params]).tolist()
         kept = [p for p, ok, good in zip(params, finite, state_ok) if ok and good]
         skipped = (finite.count(False), sum(ok and not good for ok, good in zip(finite, state_ok)))
         if not kept:
@@ -246,10 +248,12 @@ class LearnedLSTMOptim(Optimizer):
             self._apply(group, route, members, weights, dtype)
         return skipped
 
+    @torch.compiler.disable(reason="a Python loop over blocks; compiling it would unroll it")
     def _apply(self, group: dict[str, Any], route: str, params: list[torch.Tensor],
                weights: Any, compute_dtype: torch.dtype) -> None:
-        """Run the update rule over ``params`` in chunks, writing params and state in place."""
-        grads, hidden, targets, deferred = [], [], [], []
+        """Run the update rule over ``params`` in blocks of ``chunk_size`` coordinates, in one
+        reused workspace, writing params and state in place."""
+        grads, hidden, targets, deferred, steps = [], [], [], [], []
         for param in params:
             state = self.state[param]
             local, grad = local_tensor(param), local_tensor(param.grad)  # FSDP2: this shard
@@ -259,7 +263,7 @@ class LearnedLSTMOptim(Optimizer):
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["hidden"] = self._bundle.nets[route].initial_state(
                     real.numel(), dtype=_state_dtype(group, param), device=param.device)
-            state["step"] += 1
+            steps.append(state["step"])
             grads.append(grad.reshape(-1))
             hidden.append(state["hidden"])
             if real.is_contiguous():
@@ -268,20 +272,9 @@ class LearnedLSTMOptim(Optimizer):
                 buffer = torch.zeros(real.numel(), dtype=compute_dtype, device=param.device)
                 targets.append(buffer)
                 deferred.append((real, buffer))
-        lr, maximize = group["lr"], group["maximize"]
-        for pieces in iter_chunks([g.shape[0] for g in grads], group["chunk_size"]):
-            grad = gather(grads, pieces).to(compute_dtype)
-            if maximize:
-                grad = -grad
-            update, new_hidden = lstm_step(grad, gather(hidden, pieces).to(compute_dtype), weights)
-            if lr != 1.0:
-                update = update * lr
-            offset = 0
-            for index, start, stop in pieces:
-                size = stop - start
-                hidden[index][start:stop].copy_(new_hidden[offset:offset + size])
-                targets[index][start:stop].add_(update[offset:offset + size])
-                offset += size
+        torch._foreach_add_(steps, 1.0)
+        _run_blocks(grads, hidden, targets, weights, compute_dtype, group["chunk_size"],
+                    group["lr"], group["maximize"])
         for real, buffer in deferred:
             real.add_(buffer.view(real.shape))
 
@@ -458,6 +451,69 @@ def _state_finite(state: dict[str, Any] | None, device: torch.device) -> torch.T
 def _route_of(optimizer: LearnedLSTMOptim, group: dict[str, Any], param: torch.Tensor) -> str:
     route = group.get("route", AUTO_ROUTE)
     return route_for_shape(param, optimizer.weights.routes) if route == AUTO_ROUTE else route
+
+
+def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
+                targets: list[torch.Tensor], weights: Any, compute_dtype: torch.dtype,
+                chunk_size: int, lr: float, maximize: bool) -> None:
+    """The update rule over flat ``grads`` in blocks of ``chunk_size`` coordinates, in one
+    workspace: ``targets += lr * update``, ``hidden`` replaced by the new state, in place.
+
+    A block that spans many small tensors is gathered with one ``cat`` and scattered with one
+    ``_foreach`` call each, so the Python work per block does not grow with the tensor count.
+    """
+    sizes = [g.shape[0] for g in grads]
+    if sum(sizes) == 0:
+        return
+    workspace = StepWorkspace(min(chunk_size, sum(sizes)), weights.config,
+                              dtype=compute_dtype, device=grads[0].device)
+    for pieces in iter_chunks(sizes, chunk_size):
+        lengths = [stop - start for _, start, stop in pieces]
+        rows = sum(lengths)
+        grad_in, hidden_in = workspace.grad[:rows], workspace.hidden[:rows]
+        in_place = None  # a block inside one tensor, in the compute dtype: no copies
+        if len(pieces) == 1:
+            index, start, stop = pieces[0]
+            grad_in.copy_(grads[index][start:stop])
+            if hidden[index].dtype == compute_dtype and rows % ROW_ALIGN == 0:
+                in_place = hidden[index][start:stop]
+            else:
+                hidden_in.copy_(hidden[index][start:stop])
+        else:
+            torch.cat(_slices(grads, pieces), out=grad_in)
+            torch.cat(_slices(hidden, pieces), out=hidden_in)
+        if maximize:
+            grad_in.neg_()
+        update = lstm_step_(workspace, rows, weights, hidden=in_place)
+        if lr != 1.0:
+            update.mul_(lr)
+        if len(pieces) == 1:
+            if in_place is None:
+                hidden[index][start:stop].copy_(hidden_in)
+            targets[index][start:stop].add_(update)
+        else:
+            torch._foreach_copy_(_slices(hidden, pieces), hidden_in.split(lengths))
+            torch._foreach_add_(_slices(targets, pieces), update.split(lengths))
+
+
+def _slices(tensors: list[torch.Tensor],
+            pieces: list[tuple[int, int, int]]) -> list[torch.Tensor]:
+    """``tensors[index][start:stop]`` for each piece (the tensor itself when it is whole)."""
+    return [tensors[index] if stop - start == tensors[index].shape[0]
+            else tensors[index][start:stop] for index, start, stop in pieces]
+
+
+def _finite_gradients(params: list[torch.Tensor]) -> list[bool]:
+    """Whether each gradient is free of NaN and inf: one max-abs norm per gradient in one
+    ``_foreach_norm`` call (it propagates NaN and inf), no gradient-sized temporary, and one
+    host sync."""
+    grads = [local_tensor(p.grad) for p in params]  # FSDP2: this process's shard
+    device = grads[0].device
+    nonempty = [g for g in grads if g.numel()]
+    norms = iter(torch._foreach_norm(nonempty, math.inf) if nonempty else ())
+    values = [next(norms).to(device, torch.float32) if g.numel()
+              else torch.zeros((), device=device) for g in grads]
+    return torch.isfinite(torch.stack(values)).tolist()
 
 
 def _compute_dtype(param: torch.Tensor) -> torch.dtype:

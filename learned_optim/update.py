@@ -15,10 +15,23 @@ For one coordinate (Andrychowicz et al. 2016, eq. 3 and Appendix A):
 
 Every coordinate is independent of every other one. The functions below are written so that
 this holds bit for bit, whatever the chunking: matrix multiplies run on blocks padded to a
-multiple of :data:`ROW_ALIGN` rows (CPU BLAS rounds differently for a handful of rows), and the
-gate sigmoids are computed as :math:`\sigma(x) = \tfrac12 \tanh(x/2) + \tfrac12` because
-``torch.tanh`` gives the same bits at every position of a tensor, while ``torch.sigmoid`` on CPU
-computes the tail of a vectorised loop with a different scalar formula.
+multiple of :data:`ROW_ALIGN` rows (CPU BLAS rounds differently for a handful of rows), and every
+gate nonlinearity is built from ``torch.exp`` and arithmetic,
+
+.. math::
+    \sigma(z) = \frac{1}{1 + e^{-z}}, \qquad \tanh(z) = 1 - \frac{2}{1 + e^{2z}},
+
+because ``torch.exp`` (like ``+``, ``*``, ``1/x`` and ``addcmul``) gives the same bits at every
+position of a tensor, while ``torch.sigmoid`` on CPU computes the tail of a vectorised loop with
+a different scalar formula. ``exp`` is also 3x cheaper than ``torch.tanh`` on CPU, and the gates need it on
+80 values per coordinate and layer, the largest cost of a step after the two matrix multiplies.
+
+Two entry points run the same math (:func:`_lstm_math`):
+
+* :func:`lstm_step` is functional and differentiable (the MetaTrainer keeps the graph);
+* :func:`lstm_step_` runs in place in a preallocated :class:`StepWorkspace` (no autograd, no
+  allocation per block beyond the gradient preprocessing), for the optimizer's ``step()``.
+  Its results are bit-identical to :func:`lstm_step`'s (tested).
 """
 
 from __future__ import annotations
@@ -34,12 +47,15 @@ from .network import LSTMOptimizerConfig, LSTMOptimizerNet
 __all__ = [
     "ROW_ALIGN",
     "FusedLSTMWeights",
+    "StepWorkspace",
     "fuse_weights",
     "preprocess_gradient",
     "lstm_step",
+    "lstm_step_",
     "lstm_update",
     "iter_chunks",
     "update_bound",
+    "step_memory_bytes",
 ]
 
 #: Chunks are padded to a multiple of this many rows before each matrix multiply.
@@ -53,8 +69,10 @@ class FusedLSTMWeights(NamedTuple):
     """φ laid out for the update rule: one matrix per layer over ``[input, h]``.
 
     ``layers[l] = (weight, bias)`` with ``weight`` of shape ``(4H, in_l + H)`` whose input,
-    forget and output gate rows are pre-multiplied by 1/2 (exact in floating point) so one
-    ``tanh`` yields all four gates. ``head = (weight (1, H), bias (1,))``.
+    forget and output gate rows are multiplied by -1 and whose cell-candidate rows are
+    multiplied by 2 (both exact in floating point), so that one ``exp`` of the pre-activation
+    gives :math:`e^{-z}` for the sigmoid gates and :math:`e^{2z}` for the tanh gate.
+    ``head = (weight (1, H), bias (1,))``.
     """
 
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
@@ -67,9 +85,9 @@ def fuse_weights(net: LSTMOptimizerNet, *, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None) -> FusedLSTMWeights:
     """Lay out ``net``'s weights for :func:`lstm_step` (differentiable with respect to φ)."""
     hidden = net.config.hidden_size
-    # nn.LSTMCell gate order is (input, forget, cell, output); sigmoid gates get the 1/2.
-    gate_scale = torch.full((4 * hidden, 1), 0.5)
-    gate_scale[2 * hidden:3 * hidden] = 1.0
+    # nn.LSTMCell gate order is (input, forget, cell, output): sigmoid rows get -1, tanh rows 2.
+    gate_scale = torch.full((4 * hidden, 1), -1.0)
+    gate_scale[2 * hidden:3 * hidden] = 2.0
     layers = []
     for cell in net.cells:
         weight = torch.cat([cell.weight_ih, cell.weight_hh], dim=1)
@@ -83,6 +101,94 @@ def fuse_weights(net: LSTMOptimizerNet, *, dtype: torch.dtype | None = None,
         head_bias=net.head.bias.to(device=device, dtype=dtype),
         config=net.config,
     )
+
+
+class _Buffers(NamedTuple):
+    """Where :func:`_lstm_math` writes its intermediates (``None``: fresh tensors)."""
+
+    gates: torch.Tensor | None
+    inputs: tuple[torch.Tensor | None, ...]
+    scratch: torch.Tensor | None
+    update: torch.Tensor | None
+
+
+_FRESH = _Buffers(None, (None,) * 8, None, None)
+
+
+class StepWorkspace:
+    """Preallocated buffers for :func:`lstm_step_` on blocks of up to ``rows`` coordinates.
+
+    The caller writes gradients into ``grad[:n]`` and the state into ``hidden[:n]``; after
+    :func:`lstm_step_` the new state is in ``hidden[:n]``. Reusing one workspace for every
+    block of a step keeps the step's extra memory at :attr:`nbytes` (plus the gradient
+    preprocessing's temporaries), whatever the model size, and avoids page faults.
+
+    Args:
+        rows: the largest block (rounded up to a multiple of :data:`ROW_ALIGN`).
+        config: the net's config (sizes).
+        dtype, device: those of the computation (float32, or float64 for float64 params).
+    """
+
+    def __init__(self, rows: int, config: LSTMOptimizerConfig, *,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        if rows < 1:
+            raise ValueError(f"a workspace needs at least one row, got rows={rows}")
+        self.rows, self.config = _aligned(rows), config
+        hidden, layers = config.hidden_size, config.num_layers
+        width = max(config.input_size, hidden) + hidden
+        make = dict(dtype=dtype, device=device)
+        # Uninitialised: every row is written before it is read (lstm_step_ zeroes the padding).
+        self.grad = torch.empty(self.rows, **make)
+        self.hidden = torch.empty(self.rows, 2 * layers, hidden, **make)
+        self._gates = torch.empty(self.rows, 4 * hidden, **make)
+        self._inputs = torch.empty(self.rows * width, **make)
+        self._scratch = torch.empty(self.rows, hidden, **make)
+        self._update = torch.empty(self.rows, 1, **make)
+
+    @staticmethod
+    def floats_per_row(config: LSTMOptimizerConfig) -> int:
+        """Numbers held per coordinate: gradient, state, gates, layer input, scratch, update."""
+        hidden = config.hidden_size
+        return (1 + config.state_size + 4 * hidden + max(config.input_size, hidden) + hidden
+                + hidden + 1)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the workspace's buffers."""
+        return sum(t.nbytes for t in (self.grad, self.hidden, self._gates, self._inputs,
+                                      self._scratch, self._update))
+
+    def _buffers(self, rows: int) -> _Buffers:
+        widths = [self.config.input_size] + [self.config.hidden_size] * (self.config.num_layers - 1)
+        inputs = tuple(self._inputs[:rows * (w + self.config.hidden_size)].view(
+            rows, w + self.config.hidden_size) for w in widths)
+        return _Buffers(self._gates[:rows], inputs, self._scratch[:rows], self._update[:rows])
+
+
+def step_memory_bytes(rows: int, config: LSTMOptimizerConfig,
+                      dtype: torch.dtype = torch.float32) -> int:
+    """Upper bound on the extra memory of one optimizer step over blocks of ``rows`` coordinates.
+
+    The :class:`StepWorkspace`, the gradient preprocessing's temporaries (at most
+    :data:`_PREPROCESS_FLOATS_PER_ROW` numbers per coordinate) for ``rows`` rounded up to a
+    multiple of :data:`ROW_ALIGN`, and twice the size of φ (its fused copy and one temporary
+    while fusing). About 1 kB per coordinate in float32 for the paper's net, whatever the size
+    of the model.
+    """
+    per_row = StepWorkspace.floats_per_row(config) + _PREPROCESS_FLOATS_PER_ROW
+    hidden, widths = config.hidden_size, [config.input_size] + [config.hidden_size] * (
+        config.num_layers - 1)
+    phi = sum(4 * hidden * (w + hidden) + 4 * hidden for w in widths) + hidden + 1
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    return (_aligned(rows) * per_row + 2 * phi) * itemsize
+
+
+# Live n-element temporaries of preprocess_gradient, counted generously (bool masks as floats).
+_PREPROCESS_FLOATS_PER_ROW = 12
+
+
+def _aligned(rows: int) -> int:
+    return rows + (-rows) % ROW_ALIGN
 
 
 def preprocess_gradient(grad: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
@@ -108,8 +214,7 @@ def preprocess_gradient(grad: torch.Tensor, config: LSTMOptimizerConfig) -> torc
     magnitude = grad.abs()
     if mode == "log_sign":
         large = magnitude >= math.exp(-p)
-        log_part = torch.where(large, torch.log(magnitude.clamp_min(_TINY)) / p,
-                               torch.full_like(grad, -1.0))
+        log_part = torch.where(large, torch.log(magnitude.clamp_min(_TINY)) / p, -1.0)
         sign_part = torch.where(large, torch.sign(grad), grad * math.exp(p))
     elif mode == "clamped":
         log_part = (torch.log(magnitude + 1e-8) / p).clamp_min(-1.0)
@@ -133,7 +238,7 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
         ``(update, new_hidden)``: the step :math:`g_t` of shape ``(n,)`` (already multiplied by
         ``output_scale``) and the new state, same shape as ``hidden``. Pure: no input is changed.
 
-    Each layer computes, with :math:`\sigma(z) = \tfrac12\tanh(z/2) + \tfrac12`,
+    Each layer computes
 
     .. math::
         (i, f, u, o) &= W [x; h] + b \\
@@ -148,28 +253,83 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
 
     and it is finite as long as φ, the gradient and the state are finite
     (:math:`|c'| \le |c| + 1`).
+
+    as :math:`\sigma(z) = 1 / (1 + e^{-z})`, :math:`\sigma(i) \tanh(u) = \sigma(i) - 2 \sigma(i)
+    \rho(u)` and :math:`\sigma(o) \tanh(c') = \sigma(o) - 2 \sigma(o) \rho(c')` with
+    :math:`\rho(x) = 1 / (1 + e^{2x})`: one ``exp`` for all four gates, 12 ATen operations per
+    layer.
     """
     n = grad.shape[0]
     pad = (-n) % ROW_ALIGN
     if pad:
         grad = F.pad(grad, (0, pad))
         hidden = F.pad(hidden, (0, 0, 0, 0, 0, pad))
+    update, new_hidden = _lstm_math(grad, hidden, weights, _FRESH)
+    if pad:
+        update, new_hidden = update[:n], new_hidden[:n]
+    return update, new_hidden
+
+
+@torch.no_grad()
+def lstm_step_(workspace: StepWorkspace, rows: int, weights: FusedLSTMWeights, *,
+               hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`lstm_step` in place: the block's state is replaced by the new state.
+
+    The caller has written the block's gradients into ``workspace.grad[:rows]`` and its state
+    into ``workspace.hidden[:rows]``, or passes the state itself as ``hidden`` (contiguous,
+    shape ``(rows, 2 * num_layers, hidden_size)``, the workspace's dtype, ``rows`` a multiple of
+    :data:`ROW_ALIGN`), which then is updated where it lies, with no copy in or out. Returns
+    the update, a view ``(rows,)`` into the workspace that the next call overwrites.
+    Bit-identical to :func:`lstm_step` on the same inputs.
+    """
+    if not 0 < rows <= workspace.rows:
+        raise ValueError(f"rows must be in [1, {workspace.rows}] for this workspace, got {rows}")
+    padded = _aligned(rows)
+    workspace.grad[rows:padded].zero_()
+    if hidden is None:
+        workspace.hidden[rows:padded].zero_()
+        hidden = workspace.hidden[:padded]
+    elif padded != rows or hidden.shape != workspace.hidden[:rows].shape \
+            or hidden.dtype != workspace.hidden.dtype or not hidden.is_contiguous():
+        raise ValueError(
+            f"hidden of shape {tuple(hidden.shape)}, dtype {hidden.dtype} cannot be updated in "
+            f"place: it must be contiguous, of dtype {workspace.hidden.dtype} and shape "
+            f"{tuple(workspace.hidden[:rows].shape)} with rows a multiple of {ROW_ALIGN}; copy "
+            "it into workspace.hidden instead")
+    update, _ = _lstm_math(workspace.grad[:padded], hidden, weights, workspace._buffers(padded))
+    return update[:rows]
+
+
+def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeights,
+               into: _Buffers) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LSTM on a padded block. With ``_FRESH`` every result is a new tensor (autograd
+    works); with a workspace's buffers every result goes into them and ``hidden`` is
+    overwritten with the new state. Same operations in the same order either way."""
+    in_place = into is not _FRESH
     layer_input = preprocess_gradient(grad, weights.config)
     new_states = []
     for layer, (weight, bias) in enumerate(weights.layers):
         h, c = hidden[:, 2 * layer], hidden[:, 2 * layer + 1]
-        gates = torch.tanh(torch.addmm(bias, torch.cat([layer_input, h], dim=1), weight.t()))
-        i, f, u, o = gates.chunk(4, dim=1)
-        c_new = (f * 0.5 + 0.5) * c + (i * 0.5 + 0.5) * u
-        h_new = (o * 0.5 + 0.5) * torch.tanh(c_new)
+        stacked = torch.cat([layer_input, h], dim=1, out=into.inputs[layer])
+        gates = torch.addmm(bias, stacked, weight.t(), out=into.gates)
+        # gates hold -z (sigmoid rows) and 2z (tanh rows): r = 1 / (1 + exp(gates)) is
+        # sigma(z) for i, f, o and (1 - tanh(u)) / 2 for u.
+        gates = torch.exp(gates, out=into.gates)
+        gates = torch.reciprocal(torch.add(gates, 1.0, out=into.gates), out=into.gates)
+        i, f, r_u, o = gates.chunk(4, dim=1)
+        # c' = f c + i tanh(u) = (i - 2 i r_u) + f c
+        c_new = torch.addcmul(i, i, r_u, value=-2.0, out=into.scratch)
+        c_new = torch.addcmul(c_new, f, c, out=c if in_place else None)
+        # h' = o tanh(c') = o - 2 o r_c, with r_c = 1 / (1 + exp(2 c'))
+        r_c = torch.mul(c_new, 2.0, out=into.scratch)
+        r_c = torch.reciprocal(torch.add(torch.exp(r_c, out=into.scratch), 1.0,
+                                         out=into.scratch), out=into.scratch)
+        h_new = torch.addcmul(o, o, r_c, value=-2.0, out=h if in_place else None)
         new_states += [h_new, c_new]
         layer_input = h_new
-    update = torch.addmm(weights.head_bias, layer_input, weights.head_weight.t()).squeeze(1)
-    update = update * weights.config.output_scale
-    new_hidden = torch.stack(new_states, dim=1)
-    if pad:
-        update, new_hidden = update[:n], new_hidden[:n]
-    return update, new_hidden
+    update = torch.addmm(weights.head_bias, layer_input, weights.head_weight.t(), out=into.update)
+    update = torch.mul(update, weights.config.output_scale, out=into.update).squeeze(1)
+    return update, (hidden if in_place else torch.stack(new_states, dim=1))
 
 
 def update_bound(net: LSTMOptimizerNet) -> float:

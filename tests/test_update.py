@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from learned_optim import fuse_weights, lstm_step, lstm_update
-from learned_optim.update import iter_chunks, preprocess_gradient
+from learned_optim.update import (StepWorkspace, iter_chunks, lstm_step_, preprocess_gradient,
+                                  step_memory_bytes)
 from nets import random_net
 
 
@@ -148,3 +149,55 @@ def test_cells_are_registered_modules():
     names = {name for name, _ in net.named_parameters()}
     assert {"cells.0.weight_ih", "cells.1.weight_hh", "head.weight"} <= names
     assert isinstance(net.cells, nn.ModuleList)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("preprocessing", ["log_sign", "clamped", "none"])
+@pytest.mark.parametrize("rows", [1, 7, 8, 37, 300])
+def test_in_place_step_is_bit_identical_to_lstm_step(dtype, preprocessing, rows):
+    net = random_net(preprocessing=preprocessing).to(dtype)
+    weights = fuse_weights(net)
+    grad, hidden = mixed_gradients(rows, dtype), random_hidden(rows, net, dtype)
+    expected_update, expected_hidden = lstm_step(grad, hidden, weights)
+    workspace = StepWorkspace(300, net.config, dtype=dtype)
+    workspace.grad.fill_(float("nan"))      # leftovers of an earlier block must not matter
+    workspace.hidden.fill_(float("nan"))
+    workspace.grad[:rows] = grad
+    workspace.hidden[:rows] = hidden
+    update = lstm_step_(workspace, rows, weights)
+    assert torch.equal(update, expected_update)
+    assert torch.equal(workspace.hidden[:rows], expected_hidden)
+
+
+def test_workspace_refuses_more_rows_than_it_holds():
+    net = random_net()
+    workspace = StepWorkspace(10, net.config)
+    assert workspace.rows == 16  # rounded up to ROW_ALIGN
+    with pytest.raises(ValueError, match=r"rows must be in \[1, 16\]"):
+        lstm_step_(workspace, 17, fuse_weights(net))
+    with pytest.raises(ValueError, match="at least one row"):
+        StepWorkspace(0, net.config)
+
+
+def test_step_memory_bound_covers_the_workspace():
+    net = random_net()
+    workspace = StepWorkspace(4096, net.config)
+    assert workspace.nbytes <= step_memory_bytes(4096, net.config)
+    assert step_memory_bytes(4096, net.config, torch.float64) == \
+        2 * step_memory_bytes(4096, net.config)
+
+
+def test_in_place_step_on_the_state_itself_matches_the_workspace_copy():
+    net = random_net()
+    weights = fuse_weights(net)
+    grad, hidden = mixed_gradients(64), random_hidden(64, net)
+    expected_update, expected_hidden = lstm_step(grad, hidden, weights)
+    workspace = StepWorkspace(64, net.config)
+    workspace.grad[:64] = grad
+    state = hidden.clone()
+    update = lstm_step_(workspace, 64, weights, hidden=state)
+    assert torch.equal(update, expected_update) and torch.equal(state, expected_hidden)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        lstm_step_(workspace, 63, weights, hidden=state[:63])
+    with pytest.raises(ValueError, match="cannot be updated in place"):
+        lstm_step_(workspace, 64, weights, hidden=state.to(torch.bfloat16))
