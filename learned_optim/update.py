@@ -245,19 +245,19 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
         c' &= \sigma(f) \odot c + \sigma(i) \odot \tanh(u) \\
         h' &= \sigma(o) \odot \tanh(c')
 
+    as :math:`\sigma(z) = 1 / (1 + e^{-z})`, :math:`\sigma(i) \tanh(u) = \sigma(i) - 2 \sigma(i)
+    \rho(u)` and :math:`\sigma(o) \tanh(c') = \sigma(o) - 2 \sigma(o) \rho(c')` with
+    :math:`\rho(x) = 1 / (1 + e^{2x})`: one ``exp`` for all four gates, 12 ATen operations per
+    layer.
+
     The step is bounded whatever the gradient and the state: every unit of the last layer has
-    :math:`|h'| = |\sigma(o)\tanh(c')| < 1`, so (see :func:`update_bound`)
+    :math:`|h'| = |\sigma(o)\tanh(c')| \le 1`, so (see :func:`update_bound`)
 
     .. math::
         |g| \le \text{output\_scale} \cdot \big(\lVert w \rVert_1 + |b|\big)
 
     and it is finite as long as φ, the gradient and the state are finite
     (:math:`|c'| \le |c| + 1`).
-
-    as :math:`\sigma(z) = 1 / (1 + e^{-z})`, :math:`\sigma(i) \tanh(u) = \sigma(i) - 2 \sigma(i)
-    \rho(u)` and :math:`\sigma(o) \tanh(c') = \sigma(o) - 2 \sigma(o) \rho(c')` with
-    :math:`\rho(x) = 1 / (1 + e^{2x})`: one ``exp`` for all four gates, 12 ATen operations per
-    layer.
     """
     n = grad.shape[0]
     pad = (-n) % ROW_ALIGN
