@@ -72,7 +72,7 @@ class BenchConfig:
     quick: bool = False
     naive: ModuleType | None = None
     seed: int = 0
-    sections: tuple[str, ...] = field(default=("step", "state", "meta", "train"))
+    sections: tuple[str, ...] = field(default=("step", "block", "state", "meta", "train"))
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> "BenchConfig":
@@ -276,6 +276,36 @@ def bench_state(config: BenchConfig) -> dict[str, Any]:
     return result
 
 
+def bench_block(config: BenchConfig) -> dict[str, float]:
+    """Where the time of one block of ``chunk_size`` coordinates goes: the whole in-place rule,
+    its two LSTM matrix multiplies, its four ``exp`` calls, and ``torch.tanh`` on as many
+    values (what the gates would cost through tanh). Minimum over rounds, in seconds."""
+    net, rows, device = _net(), config.chunk_size, config.device
+    weights = fuse_weights(net, device=device)
+    workspace = StepWorkspace(rows, net.config, device=device)
+    workspace.grad.copy_(make_params(rows, 1, seed=config.seed)[0].grad.to(device))
+    state = torch.randn(rows, 4, 20, device=device) * 0.3
+    hidden = net.config.hidden_size
+    gates = torch.randn(rows, 4 * hidden, device=device)
+    cells = torch.randn(rows, hidden, device=device)
+    out_gates, out_cells = torch.empty_like(gates), torch.empty_like(cells)
+    matmuls = floor_step(rows, net, rows, device)
+
+    def exps() -> None:
+        for _ in weights.layers:
+            torch.exp(gates, out=out_gates)
+            torch.exp(cells, out=out_cells)
+
+    def tanhs() -> None:
+        for _ in weights.layers:
+            torch.tanh(gates, out=out_gates)
+            torch.tanh(cells, out=out_cells)
+    seconds = time_rounds({"rule": lambda: lstm_step_(workspace, rows, weights, hidden=state),
+                           "matmuls": matmuls, "exp": exps, "tanh": tanhs},
+                          max(20, 4 * config.repeats), device)
+    return {name: min(values) for name, values in seconds.items()}
+
+
 def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(v.nbytes for state in optimizer.state.values() for v in state.values()
                if torch.is_tensor(v))
@@ -442,6 +472,14 @@ def run(config: BenchConfig) -> dict[str, Any]:
     if "step" in config.sections:
         print("\n" + _STEP_HEADER, flush=True)
         results["step"] = bench_steps(config)
+    if "block" in config.sections:
+        block = results["block"] = bench_block(config)
+        print(f"\none block of {config.chunk_size} coordinates (fastest of the rounds): the whole "
+              f"rule {block['rule'] * 1e6:.0f} us = {block['rule'] / block['matmuls']:.2f}x its "
+              f"two matrix multiplies ({block['matmuls'] * 1e6:.0f} us); its 4 exp calls "
+              f"{block['exp'] * 1e6:.0f} us ({block['exp'] / block['matmuls']:.2f}x the "
+              f"matmuls); torch.tanh on the same values would take {block['tanh'] * 1e6:.0f} us",
+              flush=True)
     if "state" in config.sections:
         state = results["state"] = bench_state(config)
         print(f"\nstate bytes per parameter ({state['params']:,} params): float32 "
