@@ -234,7 +234,7 @@ def _bench_one_model(config: BenchConfig, total: int, tensors: int) -> dict[str,
     elif max(p.numel() for p in params) > _NAIVE_MAX_TENSOR:
         naive_note = "skipped: one tensor > 2M coordinates"
     else:
-        naive = config.naive.NaiveLSTMOptimizer(params, net)
+        naive = config.naive.NaiveLSTMOptimizer(params, _net().to(device))
         functions = {"a": naive.step, **functions}
     repeats = config.repeats if total < 10_000_000 else max(2, config.repeats // 2)
     seconds = time_rounds(functions, repeats, device)
