@@ -11,8 +11,11 @@ NeurIPS 2016. arXiv:1606.04474.
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
+    CheckpointError,
     ConfigError,
+    MetaTrainingError,
     StateDictError,
+    TaskError,
     WeightsError,
     WeightsFormatError,
     WeightsNotFoundError,
@@ -36,8 +39,11 @@ __all__ = [
     "fuse_weights",
     "lstm_step",
     "lstm_update",
+    "CheckpointError",
     "ConfigError",
+    "MetaTrainingError",
     "StateDictError",
+    "TaskError",
     "WeightsError",
     "WeightsFormatError",
     "WeightsNotFoundError",

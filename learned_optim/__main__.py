@@ -8,17 +8,20 @@ Examples::
 
     python -m learned_optim list
     python -m learned_optim export default ./default-hub   # a Hub-ready folder
+    torchrun --standalone --nproc_per_node=2 -m learned_optim meta-train --task quadratic \
+        --meta-batch-size 2 --out runs/quadratic       # meta-training across 2 processes
     python -m learned_optim bench --quick                   # what a step costs (smoke run)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .errors import WeightsError
+from .errors import CheckpointError, MetaTrainingError, WeightsError
 
 __all__ = ["COMMANDS", "Command", "command", "build_parser", "main"]
 
@@ -64,13 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit status.
 
-    Weights errors (missing, corrupted, offline) print one ``error:`` line instead of a
+    Weights errors (missing, corrupted, offline), bad values, bad tasks, unusable checkpoints
+    and a meta-training run stopped for divergence print one ``error:`` line instead of a
     traceback and exit with status 1.
     """
     args = build_parser().parse_args(argv)
     try:
         return args._run(args)
-    except (WeightsError, ValueError) as exc:
+    except (WeightsError, ValueError, CheckpointError, MetaTrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -189,6 +193,9 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + field.replace("_", "-"), type=int,
                             default=getattr(defaults, field))
     parser.add_argument("--meta-lr", type=float, default=defaults.meta_lr)
+    parser.add_argument("--meta-batch-size", type=int, default=defaults.meta_batch_size,
+                        help="optimizees per meta-update (their meta-losses are averaged); "
+                             "under torchrun, split across the processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -198,6 +205,11 @@ def _run_meta_train(args: argparse.Namespace) -> int:
     from .meta.presets import PRESETS, run_preset
 
     if args.preset:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            print("error: --preset re-runs a single-process recipe; under torchrun use --task "
+                  "with --meta-batch-size (a multiple of the number of processes)",
+                  file=sys.stderr)
+            return 2
         names = sorted(PRESETS) if args.preset == "all" else [args.preset]
         for name in names:
             out = (f"{args.out or 'pretrained'}/{name}" if args.preset == "all"
@@ -213,29 +225,99 @@ def _run_meta_train(args: argparse.Namespace) -> int:
 def _meta_train_task(args: argparse.Namespace) -> int:
     import shlex
 
+    import torch.distributed as dist
+
     from .meta import MetaTrainConfig, MetaTrainer
+    from .meta.distributed import process_group_from_env
     from .tasks import get_task_family
 
     if not args.out:
         print("error: --out is required with --task", file=sys.stderr)
         return 2
+    if args.resume and not args.checkpoint_dir:
+        print("error: --resume needs --checkpoint-dir", file=sys.stderr)
+        return 2
     config = MetaTrainConfig(epochs=args.epochs, tasks_per_epoch=args.tasks_per_epoch,
                              horizon=args.horizon, unroll=args.unroll,
+                             meta_batch_size=args.meta_batch_size,
                              validation_tasks=args.validation_tasks, meta_lr=args.meta_lr,
                              seed=args.seed)
     validation = get_task_family(args.validation_task) if args.validation_task else None
-    trainer = MetaTrainer(get_task_family(args.task), config, validation_family=validation,
-                          checkpoint_dir=args.checkpoint_dir, name=args.task,
-                          command=shlex.join(["python", "-m", "learned_optim"] + sys.argv[1:]))
-    if args.resume:
-        if not args.checkpoint_dir:
-            print("error: --resume needs --checkpoint-dir", file=sys.stderr)
-            return 2
-        trainer.load_checkpoint(args.checkpoint_dir)
-    bundle = trainer.train(progress=not args.no_progress)
-    bundle.provenance["task_family"] = args.task
-    bundle.save_pretrained(args.out)
-    print(f"wrote {args.out}: {bundle.provenance['metrics']}")
+    started_here = not (dist.is_available() and dist.is_initialized())
+    group = process_group_from_env()  # torchrun: WORLD_SIZE > 1
+    try:
+        trainer = MetaTrainer(get_task_family(args.task), config, validation_family=validation,
+                              checkpoint_dir=args.checkpoint_dir, name=args.task,
+                              command=shlex.join(["python", "-m", "learned_optim"]
+                                                 + sys.argv[1:]),
+                              process_group=group)
+        if args.resume:  # every process reads it: use a folder they all see
+            trainer.load_checkpoint(args.checkpoint_dir)
+        bundle = trainer.train(progress=not args.no_progress)
+        if trainer.rank == 0:
+            bundle.provenance["task_family"] = args.task
+            bundle.save_pretrained(args.out)
+            print(f"wrote {args.out}: {bundle.provenance['metrics']}")
+    finally:
+        if group is not None and started_here:
+            dist.destroy_process_group()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .evaluation.suites import SUITES
+
+    parser.add_argument("--suite", choices=sorted(SUITES), default="paper",
+                        help="paper: the paper's experiments; transfer: problems no bundled "
+                             "optimizer was trained on (default: paper)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: two rows, lr grid in decades, 1 tuning seed, "
+                             "3 test seeds")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated row names of the suite (default: all)")
+    parser.add_argument("--out", default=None,
+                        help="folder for table.md, results.json, curves.safetensors and "
+                             "plots/ (default: runs/evaluate-SUITE[-quick])")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: these models are small, and one "
+                             "thread gives steadier timings)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("evaluate", configure=_evaluate_arguments,
+         help="the evidence table: bundled optimizers vs lr-tuned SGD, Nesterov, RMSprop, Adam")
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .evaluation import evaluate_suite
+
+    import torch
+
+    out = args.out or f"runs/evaluate-{args.suite}{'-quick' if args.quick else ''}"
+    if args.threads < 1:
+        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    plots = not args.no_plots
+    if plots:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            print("matplotlib is not installed: writing no plots (pip install "
+                  "'learned_optim[examples]' for them)", file=sys.stderr)
+            plots = False
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    table = evaluate_suite(args.suite, out, quick=args.quick, rows=rows,
+                           progress=not args.no_progress, plots=plots,
+                           command=shlex.join(["python", "-m", "learned_optim"] + sys.argv[1:]))
+    print(table)
+    print(f"wrote {out}/table.md, results.json, curves.safetensors"
+          + (", plots/" if plots else ""))
     return 0
 
 

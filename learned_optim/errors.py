@@ -11,6 +11,9 @@ __all__ = [
     "WeightsNotFoundError",
     "ConfigError",
     "StateDictError",
+    "TaskError",
+    "CheckpointError",
+    "MetaTrainingError",
 ]
 
 
@@ -32,3 +35,16 @@ class ConfigError(WeightsError):
 
 class StateDictError(ValueError):
     """An optimizer ``state_dict`` does not belong to this optimizer (other optimizer or weights)."""
+
+
+class TaskError(ValueError):
+    """A meta-training task is unusable: its loss is not a finite scalar that depends on its
+    parameters, its model has no trainable parameters, or it routes to a net that is missing."""
+
+
+class CheckpointError(RuntimeError):
+    """A MetaTrainer checkpoint cannot be resumed: unreadable, foreign, or another config."""
+
+
+class MetaTrainingError(RuntimeError):
+    """Meta-training stopped: too many non-finite meta-updates in a row (the best φ is kept)."""

@@ -77,7 +77,9 @@ class LSTMOptimizerConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "LSTMOptimizerConfig":
         """Build a config from JSON data, naming any unknown or missing field."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"net config must be a JSON object, got {type(data).__name__}")
+            raise ConfigError(f"net config must be a JSON object of fields, got "
+                              f"{type(data).__name__}; re-export the weights with "
+                              "WeightsBundle.save_pretrained()")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         missing = sorted(names - set(data))

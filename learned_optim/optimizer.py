@@ -10,9 +10,11 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
-from .errors import StateDictError
+from .errors import StateDictError, WeightsFormatError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
-from .update import ROW_ALIGN, StepWorkspace, fuse_weights, iter_chunks, lstm_step_
+from .sharding import is_sharded, local_hidden, local_tensor, saved_hidden_problem, sharded_hidden
+from .update import (ROW_ALIGN, StepWorkspace, fuse_weights, iter_chunks, lstm_step_,
+                     update_bound)
 from .weights import WeightsBundle, resolve_weights
 
 __all__ = ["LearnedLSTMOptim"]
@@ -67,11 +69,22 @@ class LearnedLSTMOptim(Optimizer):
           still moves the parameter: the LSTM's biases give a non-zero step.
         * A parameter whose gradient holds NaN or inf is left unchanged, together with its
           hidden state, and a ``RuntimeWarning`` says so. Under ``torch.amp.GradScaler`` such
-          steps are skipped by the scaler itself.
+          steps are skipped by the scaler itself. The same holds for a parameter whose hidden
+          state holds NaN or inf (set by hand; a float16 ``state_dtype`` whose cell state
+          overflowed): reset it with ``optimizer.state[p].clear()``.
+        * The step never writes NaN or inf: with finite φ, gradient and state, the update of
+          every coordinate is finite and at most ``lr * update_bound(net)``
+          (:func:`learned_optim.update.update_bound`). Before anything is written, ``step``
+          raises ``WeightsFormatError`` if the weights hold NaN or inf (e.g. modified in place
+          after loading) and ``ValueError`` if ``lr`` is invalid or so large that the bound
+          overflows. (Not guarded: a float16 parameter within one step of 65504.)
         * Sparse gradients raise ``RuntimeError``. Complex parameters are optimized as pairs of
           real coordinates (``torch.view_as_real``).
         * ``state_dict()`` records the weights it was made with; loading it into an optimizer
           with other weights, or loading another optimizer's state, raises ``StateDictError``.
+        * Sharded parameters (FSDP2 DTensors): each process steps its local shard with hidden
+          state for that shard only, without communication; see :mod:`learned_optim.sharding`
+          for the state_dict layout ``torch.distributed.checkpoint`` saves.
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
@@ -91,6 +104,10 @@ class LearnedLSTMOptim(Optimizer):
         _check_state_dtype(state_dtype)
         if not isinstance(maximize, bool):
             raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
+        params = list(params) if not isinstance(params, torch.Tensor) else params
+        if isinstance(params, list) and not params:
+            raise ValueError("LearnedLSTMOptim got an empty parameter list; pass the parameters "
+                             "to optimize, e.g. model.parameters() of a model that has some")
         self._bundle = resolve_weights(weights, revision=revision, cache_dir=cache_dir,
                                        local_files_only=local_files_only)
         defaults = dict(lr=lr, maximize=maximize, route=AUTO_ROUTE, chunk_size=chunk_size,
@@ -122,11 +139,13 @@ class LearnedLSTMOptim(Optimizer):
             if param.layout != torch.strided:
                 self.param_groups.pop()
                 raise ValueError(f"LearnedLSTMOptim supports only dense (strided) parameters, "
-                                 f"got layout {param.layout}")
+                                 f"got layout {param.layout}; optimize sparse parameters with "
+                                 "torch.optim.SparseAdam in a separate optimizer")
             if not (param.is_floating_point() or param.is_complex()):
                 self.param_groups.pop()
                 raise ValueError(f"LearnedLSTMOptim can only optimize floating point or complex "
-                                 f"parameters, got dtype {param.dtype}")
+                                 f"parameters, got dtype {param.dtype}; convert it (e.g. "
+                                 ".float()) or leave it out of the optimizer")
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -157,24 +176,70 @@ class LearnedLSTMOptim(Optimizer):
                         "torch.optim.SparseAdam in a separate optimizer")
                 by_route[_route_of(self, group, param)].append(param)
             work += [(group, route, params) for route, params in by_route.items()]
-        skipped = sum(self._step_route(group, route, params) for group, route, params in work)
-        if skipped:
+        self._check_weights_and_lr(work)
+        skipped = [self._step_route(group, route, params) for group, route, params in work]
+        bad_grads, bad_states = sum(s[0] for s in skipped), sum(s[1] for s in skipped)
+        if bad_grads:
             warnings.warn(
-                f"LearnedLSTMOptim skipped {skipped} parameter(s) whose gradient contains NaN "
+                f"LearnedLSTMOptim skipped {bad_grads} parameter(s) whose gradient contains NaN "
                 "or inf: they and their hidden state were left unchanged. Check the loss, clip "
                 "gradients, or use torch.amp.GradScaler for mixed precision.",
                 RuntimeWarning, stacklevel=2)
+        if bad_states:
+            warnings.warn(
+                f"LearnedLSTMOptim skipped {bad_states} parameter(s) whose hidden state contains "
+                "NaN or inf: they and their state were left unchanged. Reset the state with "
+                "optimizer.state[param].clear() (or load a good state_dict); a float16 "
+                "state_dtype can overflow on very long runs, use float32 or bfloat16.",
+                RuntimeWarning, stacklevel=2)
         return loss
 
+    def _check_weights_and_lr(self, work: list[tuple[dict[str, Any], str, Any]]) -> None:
+        """Refuse, before any write, NaN/inf weights or an lr whose step bound overflows.
+
+        The weights are re-checked only when one of their tensors was modified in place or
+        replaced since the last check (torch's version counter and data pointer).
+        """
+        checked = self.__dict__.setdefault("_checked_weights", {})
+        bounds: dict[str, float] = {}
+        for group, route, params in work:
+            if route not in bounds:
+                net = self._bundle.nets[route]
+                key = tuple((p.data_ptr(), p._version) for p in net.parameters())
+                if route not in checked or checked[route][0] != key:
+                    broken = [name for name, value in net.named_parameters()
+                              if not torch.isfinite(value).all()]
+                    if broken:
+                        raise WeightsFormatError(
+                            f"the weights {self._bundle.name!r} (route {route!r}) contain NaN or "
+                            f"inf in {broken}, so every update would be non-finite; nothing was "
+                            "changed. They were modified after loading (e.g. an in-place "
+                            "meta-training step that diverged): reload them, e.g. "
+                            "weights='default'")
+                    checked[route] = (key, update_bound(net))
+                bounds[route] = checked[route][1]
+            _check_lr(group["lr"])  # schedulers write group["lr"] directly
+            largest = min(torch.finfo(p.dtype).max for p in params)
+            if not group["lr"] * bounds[route] < largest:
+                raise ValueError(
+                    f"Invalid learning rate: {group['lr']}; lr times the largest step of the "
+                    f"weights ({bounds[route]:.3g}) overflows the parameters' dtype (max "
+                    f"{largest:.3g}). Use a multiplier near 1.0")
+
     def _step_route(self, group: dict[str, Any], route: str,
-                    params: list[torch.Tensor]) -> int:
-        """Update ``params`` (all with grads) of one group through the net of ``route``."""
+                    params: list[torch.Tensor]) -> tuple[int, int]:
+        """Update ``params`` (all with grads) of one group through the net of ``route``.
+
+        Returns how many were skipped for a non-finite gradient and for a non-finite state.
+        """
         finite = _finite_gradients(params)
-        kept = [p for p, ok in zip(params, finite) if ok]
+        state_ok = torch.stack([_state_finite(self.state.get(p), p.device)
+                                for p in params]).tolist()
+        kept = [p for p, ok, good in zip(params, finite, state_ok) if ok and good]
+        skipped = (finite.count(False), sum(ok and not good for ok, good in zip(finite, state_ok)))
         if not kept:
-            return len(params)
+            return skipped
         # Compute dtype: float64 for float64 params, float32 otherwise. Group by it.
-        skipped = len(params) - len(kept)
         by_compute: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
         for param in kept:
             by_compute[(param.device, _compute_dtype(param))].append(param)
@@ -191,8 +256,9 @@ class LearnedLSTMOptim(Optimizer):
         grads, hidden, targets, deferred, steps = [], [], [], [], []
         for param in params:
             state = self.state[param]
-            real = torch.view_as_real(param) if param.is_complex() else param
-            grad = torch.view_as_real(param.grad) if param.grad.is_complex() else param.grad
+            local, grad = local_tensor(param), local_tensor(param.grad)  # FSDP2: this shard
+            real = torch.view_as_real(local) if local.is_complex() else local
+            grad = torch.view_as_real(grad) if grad.is_complex() else grad
             if not state:
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["hidden"] = self._bundle.nets[route].initial_state(
@@ -223,9 +289,25 @@ class LearnedLSTMOptim(Optimizer):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's optimizer state_dict plus a ``"learned_optim"`` entry naming the weights."""
+        """torch's optimizer state_dict plus a ``"learned_optim"`` entry naming the weights.
+
+        The entry is repeated in every param group, where it survives
+        ``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict`` (which keeps only
+        ``"state"`` and ``"param_groups"``). The hidden state of a sharded (``DTensor``)
+        parameter is a ``DTensor`` of shape ``(*param.shape, 2L, H)`` placed like the
+        parameter, so ``torch.distributed.checkpoint`` saves and loads it shard by shard.
+        """
         state_dict = super().state_dict()
-        state_dict["learned_optim"] = self._identity()
+        identity = self._identity()
+        state_dict["learned_optim"] = identity
+        params = [p for group in self.param_groups for p in group["params"]]
+        for group in state_dict["param_groups"]:
+            group["learned_optim"] = identity
+            for index in group["params"]:
+                entry = state_dict["state"].get(index)
+                if entry is not None and is_sharded(params[index]):
+                    state_dict["state"][index] = dict(
+                        entry, hidden=sharded_hidden(params[index], entry["hidden"]))
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -237,7 +319,9 @@ class LearnedLSTMOptim(Optimizer):
         self._check_state_dict(state_dict)
         saved_state = state_dict["state"]
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        super().load_state_dict(state_dict)
+        groups = [{k: v for k, v in g.items() if k != "learned_optim"}
+                  for g in state_dict["param_groups"]]
+        super().load_state_dict(dict(state_dict, param_groups=groups))
         # torch casts state tensors to the param's dtype and may alias the caller's tensors;
         # put back exact, private copies in the state dtype.
         owners = {}
@@ -246,19 +330,24 @@ class LearnedLSTMOptim(Optimizer):
                 owners[saved_ids[len(owners)]] = (param, group)
         for saved_id, entry in saved_state.items():
             param, group = owners[saved_id]
+            hidden = local_hidden(param, entry["hidden"].detach())
             self.state[param] = {
                 "step": entry["step"].detach().to(dtype=torch.float32, device="cpu", copy=True),
-                "hidden": entry["hidden"].detach().to(device=param.device,
-                                                      dtype=_state_dtype(group, param),
-                                                      copy=True).contiguous(),
+                "hidden": hidden.to(device=param.device, dtype=_state_dtype(group, param),
+                                    copy=True).contiguous(),
             }
 
     def _check_state_dict(self, state_dict: Any) -> None:
-        if not isinstance(state_dict, dict) or "state" not in state_dict \
-                or "param_groups" not in state_dict:
-            raise StateDictError("expected an optimizer state_dict with 'state' and "
-                                 "'param_groups' (from LearnedLSTMOptim.state_dict())")
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("state"), dict) \
+                or not isinstance(state_dict.get("param_groups"), list) \
+                or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                           for g in state_dict["param_groups"]):
+            raise StateDictError("expected an optimizer state_dict with a 'state' dict and a "
+                                 "'param_groups' list of dicts with 'params' (from "
+                                 "LearnedLSTMOptim.state_dict())")
         identity = state_dict.get("learned_optim")
+        if identity is None and state_dict["param_groups"]:  # via torch.distributed.checkpoint
+            identity = state_dict["param_groups"][0].get("learned_optim")
         if not isinstance(identity, dict):
             keys = sorted({k for entry in state_dict["state"].values() if isinstance(entry, dict)
                            for k in entry})
@@ -266,6 +355,11 @@ class LearnedLSTMOptim(Optimizer):
                 "this state_dict was not made by LearnedLSTMOptim (it has no 'learned_optim' "
                 f"entry; its per-parameter state has keys {keys}, e.g. from Adam). Load the "
                 "state_dict of a LearnedLSTMOptim, or start this optimizer fresh")
+        version = identity.get("format_version")
+        if not isinstance(version, int) or version > _STATE_FORMAT_VERSION:
+            raise StateDictError(
+                f"this state_dict has state format_version {version!r}; this learned_optim "
+                f"reads version {_STATE_FORMAT_VERSION} or older: upgrade learned_optim")
         mine = self._identity()
         if identity.get("weights_fingerprint") != mine["weights_fingerprint"]:
             raise StateDictError(
@@ -283,11 +377,25 @@ class LearnedLSTMOptim(Optimizer):
                 f"{[len(s['params']) for s in saved_groups]}, but this optimizer has "
                 f"{[len(g['params']) for g in self.param_groups]}; build the optimizer over the "
                 "same parameters, in the same order, as the one that saved it")
-        for saved, group in zip(saved_groups, self.param_groups):
+        unknown = sorted(set(state_dict["state"]) - {i for g in saved_groups for i in g["params"]},
+                         key=str)
+        if unknown:
+            raise StateDictError(f"this state_dict has state for parameter ids {unknown[:10]} "
+                                 "that no param group lists: it is corrupted or hand-edited; "
+                                 "save it again with LearnedLSTMOptim.state_dict()")
+        for index, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             route = saved.get("route", AUTO_ROUTE)
             if route != AUTO_ROUTE and route not in self._bundle.routes:
                 raise StateDictError(f"this state_dict routes a group to {route!r}, which the "
-                                     f"weights {mine['weights_name']!r} do not have")
+                                     f"weights {mine['weights_name']!r} do not have; load it "
+                                     "into an optimizer built with the weights that saved it")
+            try:
+                _check_lr(saved.get("lr", group["lr"]))
+                _check_chunk_size(saved.get("chunk_size", group["chunk_size"]))
+                _check_state_dtype(saved.get("state_dtype", group["state_dtype"]))
+            except (TypeError, ValueError) as exc:
+                raise StateDictError(f"param group {index} of this state_dict is invalid: "
+                                     f"{exc}") from None
             for saved_id, param in zip(saved["params"], group["params"]):
                 entry = state_dict["state"].get(saved_id)
                 if entry is None:
@@ -296,15 +404,26 @@ class LearnedLSTMOptim(Optimizer):
                     raise StateDictError(f"state of parameter {saved_id} has keys "
                                          f"{sorted(entry) if isinstance(entry, dict) else entry}"
                                          ", expected ['hidden', 'step']")
-                numel = param.numel() * (2 if param.is_complex() else 1)
-                net = self._bundle.nets[_route_of(self, saved, param)]
-                expected = (numel, 2 * net.config.num_layers, net.config.hidden_size)
-                if tuple(entry["hidden"].shape) != expected:
+                if not all(torch.is_tensor(entry[k]) and entry[k].is_floating_point()
+                           for k in ("step", "hidden")):
                     raise StateDictError(
-                        f"hidden state of parameter {saved_id} has shape "
-                        f"{tuple(entry['hidden'].shape)}, but the parameter of shape "
-                        f"{tuple(param.shape)} needs {expected}: the state_dict belongs to other "
-                        "parameters")
+                        f"state of parameter {saved_id}: 'step' and 'hidden' must be floating "
+                        f"point tensors, got {type(entry['step']).__name__} and "
+                        f"{type(entry['hidden']).__name__}; the state_dict is corrupted")
+                # each process checks its own shard: no collective inside load_state_dict
+                hidden = local_tensor(entry["hidden"])
+                if not bool(_state_finite({"hidden": hidden}, hidden.device)) \
+                        or not torch.isfinite(entry["step"]).all():
+                    raise StateDictError(
+                        f"the hidden state of parameter {saved_id} contains NaN or inf: the "
+                        "state_dict is corrupted (stepping from it would leave that parameter "
+                        "frozen). Load an earlier state_dict or start this optimizer fresh")
+                net = self._bundle.nets[_route_of(self, saved, param)]
+                problem = saved_hidden_problem(param, entry["hidden"], 2 * net.config.num_layers,
+                                               net.config.hidden_size)
+                if problem:
+                    raise StateDictError(f"hidden state of parameter {saved_id} has shape "
+                                         f"{tuple(entry['hidden'].shape)}{problem}")
 
     # -- pickling and printing ---------------------------------------------------------------
 
@@ -317,6 +436,16 @@ class LearnedLSTMOptim(Optimizer):
         text = super().__repr__()
         head, _, rest = text.partition(" (")
         return f"{head} (weights={self._bundle.name!r}, routes={list(self._bundle.routes)}{rest}"
+
+
+def _state_finite(state: dict[str, Any] | None, device: torch.device) -> torch.Tensor:
+    """Whether a parameter's hidden state is all finite (no state yet: True). One pass, no
+    temporary the size of the state: NaN propagates through min/max and inf shows in them."""
+    hidden = state.get("hidden") if state else None
+    if hidden is None or hidden.numel() == 0:
+        return torch.tensor(True, device=device)
+    low, high = torch.aminmax(hidden)
+    return torch.isfinite(low) & torch.isfinite(high)
 
 
 def _route_of(optimizer: LearnedLSTMOptim, group: dict[str, Any], param: torch.Tensor) -> str:
@@ -378,11 +507,12 @@ def _finite_gradients(params: list[torch.Tensor]) -> list[bool]:
     """Whether each gradient is free of NaN and inf: one max-abs norm per gradient in one
     ``_foreach_norm`` call (it propagates NaN and inf), no gradient-sized temporary, and one
     host sync."""
-    device = params[0].grad.device
-    nonempty = [p.grad for p in params if p.grad.numel()]
+    grads = [local_tensor(p.grad) for p in params]  # FSDP2: this process's shard
+    device = grads[0].device
+    nonempty = [g for g in grads if g.numel()]
     norms = iter(torch._foreach_norm(nonempty, math.inf) if nonempty else ())
-    values = [next(norms).to(device, torch.float32) if p.grad.numel()
-              else torch.zeros((), device=device) for p in params]
+    values = [next(norms).to(device, torch.float32) if g.numel()
+              else torch.zeros((), device=device) for g in grads]
     return torch.isfinite(torch.stack(values)).tolist()
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "lstm_step_",
     "lstm_update",
     "iter_chunks",
+    "update_bound",
     "step_memory_bytes",
 ]
 
@@ -246,8 +247,18 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
 
     as :math:`\sigma(z) = 1 / (1 + e^{-z})`, :math:`\sigma(i) \tanh(u) = \sigma(i) - 2 \sigma(i)
     \rho(u)` and :math:`\sigma(o) \tanh(c') = \sigma(o) - 2 \sigma(o) \rho(c')` with
-    :math:`\rho(x) = 1 / (1 + e^{2x})`: one ``exp`` for all four gates, 12 ATen operations per
-    layer.
+    :math:`\rho(x) = 1 / (1 + e^{2x})`: one ``exp`` for all four gates, 14 ATen operations per
+    layer. Exponents are capped at 80 (:func:`_inv_one_plus_exp`), which moves no value by more
+    than :math:`2 \cdot 10^{-35}` and keeps the meta-gradient of a saturated LSTM finite.
+
+    The step is bounded whatever the gradient and the state: every unit of the last layer has
+    :math:`|h'| = |\sigma(o)\tanh(c')| \le 1`, so (see :func:`update_bound`)
+
+    .. math::
+        |g| \le \text{output\_scale} \cdot \big(\lVert w \rVert_1 + |b|\big)
+
+    and it is finite as long as φ, the gradient and the state are finite
+    (:math:`|c'| \le |c| + 1`).
     """
     n = grad.shape[0]
     pad = (-n) % ROW_ALIGN
@@ -302,14 +313,14 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         h, c = hidden[:, 2 * layer], hidden[:, 2 * layer + 1]
         stacked = torch.cat([layer_input, h], dim=1, out=into.inputs[layer])
         gates = torch.addmm(bias, stacked, weight.t(), out=into.gates)
-        # gates hold -z (sigmoid rows) and 2z (tanh rows): rho(gates) is sigma(z) for i, f, o
-        # and (1 - tanh(u)) / 2 for u.
-        i, f, r_u, o = _rho(gates, into.gates).chunk(4, dim=1)
+        # gates hold -z (sigmoid rows) and 2z (tanh rows): 1 / (1 + exp(gates)) is sigma(z)
+        # for i, f, o and rho(u) = (1 - tanh(u)) / 2 for u.
+        i, f, r_u, o = _inv_one_plus_exp(gates, into.gates).chunk(4, dim=1)
         # c' = f c + i tanh(u) = (i - 2 i r_u) + f c
         c_new = torch.addcmul(i, i, r_u, value=-2.0, out=into.scratch)
         c_new = torch.addcmul(c_new, f, c, out=c if in_place else None)
-        # h' = o tanh(c') = o - 2 o rho(2 c')
-        r_c = _rho(torch.mul(c_new, 2.0, out=into.scratch), into.scratch)
+        # h' = o tanh(c') = o - 2 o rho(c'), rho(c') = 1 / (1 + exp(2 c'))
+        r_c = _inv_one_plus_exp(torch.mul(c_new, 2.0, out=into.scratch), into.scratch)
         h_new = torch.addcmul(o, o, r_c, value=-2.0, out=h if in_place else None)
         new_states += [h_new, c_new]
         layer_input = h_new
@@ -318,8 +329,8 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
     return update, (hidden if in_place else torch.stack(new_states, dim=1))
 
 
-def _rho(x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    r""":math:`\rho(x) = 1 / (1 + e^{\min(x, 80)})`, into ``out`` (``None``: a new tensor).
+def _inv_one_plus_exp(x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    r""":math:`1 / (1 + e^{\min(x, 80)})`, into ``out`` (``None``: a new tensor).
 
     The cap changes no value by more than :math:`2 \cdot 10^{-35}` (a saturated gate), and
     keeps :math:`e^x` finite: past it the backward of ``exp`` would multiply a zero gradient
@@ -332,6 +343,22 @@ def _rho(x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
 
 # Largest exponent fed to exp: e^80 ~ 5.5e34 is finite in float32 (overflow at 88.7).
 _EXP_CAP = 80.0
+
+
+def update_bound(net: LSTMOptimizerNet) -> float:
+    r"""The largest step :func:`lstm_step` can take for ``net``, before the ``lr`` multiplier.
+
+    .. math::
+        |g_t| \le B(\phi) = \text{output\_scale} \cdot \big(\lVert w \rVert_1 + |b|\big)
+
+    where :math:`(w, b)` is the linear head: its input :math:`h^{(L)} = \sigma(o) \tanh(c)`
+    lies in :math:`(-1, 1)` for every unit, whatever the gradient or the hidden state. The
+    optimizer's step on a coordinate is therefore at most ``lr * update_bound(net)``; the value
+    is ``inf`` or ``nan`` only if φ holds non-finite values.
+    """
+    head = net.head
+    total = head.weight.detach().double().abs().sum() + head.bias.detach().double().abs().sum()
+    return float(total) * net.config.output_scale
 
 
 def iter_chunks(sizes: Sequence[int], chunk_size: int) -> Iterator[list[tuple[int, int, int]]]:

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -49,6 +50,7 @@ FORMAT_VERSION = 1
 _MAX_CONFIG_BYTES = 1 << 20
 _CONFIG_FIELDS = ("format", "format_version", "name", "routes", "provenance")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+_REEXPORT = "re-export the weights with WeightsBundle.save_pretrained()"
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}(@[\w./-]{1,255})?$")
 
@@ -78,10 +80,17 @@ class WeightsBundle:
             if not isinstance(net, LSTMOptimizerNet):
                 raise TypeError(f"route {route!r} must map to an LSTMOptimizerNet, "
                                 f"got {type(net).__name__}")
+            broken = [key for key, value in net.named_parameters()
+                      if not torch.isfinite(value).all()]
+            if broken:
+                raise WeightsFormatError(
+                    f"the net of route {route!r} has NaN or inf in {broken}: every update "
+                    "would be non-finite. Use finite weights (e.g. a checkpoint from before "
+                    "training diverged)")
         if FC_ROUTE not in nets:
             raise WeightsFormatError(
                 f"a weights bundle needs an {FC_ROUTE!r} net (the fallback route); "
-                f"got routes {sorted(nets)}")
+                f"got routes {sorted(nets)}: add a net for {FC_ROUTE!r}")
         self.nets = dict(nets)
         self.name = str(name)
         self.provenance = dict(provenance or {})
@@ -154,7 +163,13 @@ class WeightsBundle:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace``."""
+    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace``.
+
+    The temporary file lives in the same folder (so ``os.replace`` is an atomic rename) and is
+    flushed to disk before the rename; the folder is fsynced after it, so the new name survives
+    a power cut. A process killed at any point leaves either the previous file or the new one,
+    never a mix; at worst a hidden ``.<name>.*.tmp`` file remains.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -169,6 +184,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms that cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,13 +227,23 @@ def load_weights(path: str | os.PathLike, *, name: str | None = None) -> Weights
         weights_file, config = path, None
     _refuse_pickle(weights_file)
     tensors, metadata = _read_safetensors(weights_file)
-    if config is None:
-        if "config" not in metadata:
-            raise WeightsFormatError(
-                f"{str(weights_file)!r} is a safetensors file but not a learned_optim weights "
-                "file (its metadata has no 'config'); save weights with "
-                "WeightsBundle.save_pretrained() or pass the directory with its config.json")
-        config = parse_config(metadata["config"], source=str(weights_file))
+    if "config" in metadata:
+        # The config inside the weights file was written with the tensors in one atomic
+        # replace, so it is the one that matches them; config.json (written next) may be stale
+        # after an interrupted save, or hand-edited.
+        embedded = parse_config(metadata["config"], source=str(weights_file))
+        if config is not None and config != embedded:
+            warnings.warn(
+                f"{str(config_file)!r} does not match the config stored inside "
+                f"{str(weights_file)!r} (an interrupted save, or an edit): using the one inside "
+                f"{WEIGHTS_FILE}, which was written together with the weights. Save the bundle "
+                "again (save_pretrained) to make them agree", RuntimeWarning, stacklevel=2)
+        config = embedded
+    elif config is None:
+        raise WeightsFormatError(
+            f"{str(weights_file)!r} is a safetensors file but not a learned_optim weights "
+            "file (its metadata has no 'config'); save weights with "
+            "WeightsBundle.save_pretrained() or pass the directory with its config.json")
     return bundle_from_tensors(tensors, config, name=name or config["name"],
                                source=str(weights_file))
 
@@ -221,38 +260,49 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def parse_config(text: str | bytes, *, source: str) -> dict[str, Any]:
     """Parse and validate the JSON config of a bundle, naming the first problem found."""
     if len(text) > _MAX_CONFIG_BYTES:
-        raise ConfigError(f"the config in {source!r} exceeds {_MAX_CONFIG_BYTES} bytes")
+        raise ConfigError(f"the config in {source!r} exceeds {_MAX_CONFIG_BYTES} bytes. Is it "
+                          "the right file?")
     try:
         config = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"the config in {source!r} is not valid JSON ({exc}); re-export the "
                           "weights with WeightsBundle.save_pretrained()") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"the config in {source!r} must be a JSON object")
+        raise ConfigError(f"the config in {source!r} must be a JSON object, got "
+                          f"{type(config).__name__}; {_REEXPORT}")
     unknown = sorted(set(config) - set(_CONFIG_FIELDS))
     missing = sorted(set(_CONFIG_FIELDS) - set(config))
     if unknown or missing:
         raise ConfigError(f"the config in {source!r} has unknown fields {unknown} and missing "
-                          f"fields {missing}; expected {list(_CONFIG_FIELDS)}")
+                          f"fields {missing}; expected {list(_CONFIG_FIELDS)}. {_REEXPORT}, "
+                          "or upgrade learned_optim if it was written by a newer version")
     if config["format"] != FORMAT_NAME:
         raise ConfigError(f"the config in {source!r} has format {config['format']!r}, "
-                          f"expected {FORMAT_NAME!r}: this is not a learned_optim weights config")
+                          f"expected {FORMAT_NAME!r}: this is not a learned_optim weights config; "
+                          "pass a folder written by WeightsBundle.save_pretrained()")
     version = config["format_version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ConfigError(f"the config in {source!r} has an invalid format_version {version!r}")
+        raise ConfigError(f"the config in {source!r} has an invalid format_version {version!r}: "
+                          f"expected a positive integer; {_REEXPORT}")
     if version > FORMAT_VERSION:
         raise ConfigError(
             f"the config in {source!r} has format_version {version}, newer than this "
             f"learned_optim {__version__} reads ({FORMAT_VERSION}); upgrade learned_optim")
     if not isinstance(config["name"], str):
-        raise ConfigError(f"the config in {source!r} has a non-string name")
+        raise ConfigError(f"the config in {source!r} has a non-string name "
+                          f"{config['name']!r}; {_REEXPORT}")
     if not isinstance(config["provenance"], dict):
-        raise ConfigError(f"the config in {source!r}: provenance must be a JSON object")
+        raise ConfigError(f"the config in {source!r}: provenance must be a JSON object; "
+                          f"{_REEXPORT}")
     routes = config["routes"]
     if not isinstance(routes, dict) or not routes:
-        raise ConfigError(f"the config in {source!r}: routes must be a non-empty object")
+        raise ConfigError(f"the config in {source!r}: routes must be a non-empty object "
+                          f"{{route: net config}}; {_REEXPORT}")
     parsed = {}
     for route, net_config in routes.items():
+        if not _ROUTE_NAME.match(route):
+            raise ConfigError(f"the config in {source!r} has an invalid route name {route!r}: "
+                              "use lowercase letters, digits and '_'")
         try:
             parsed[route] = LSTMOptimizerConfig.from_dict(net_config)
         except (ConfigError, TypeError) as exc:
@@ -309,10 +359,11 @@ def bundle_from_tensors(tensors: Mapping[str, torch.Tensor], config: Mapping[str
         if value.shape != want.shape or value.dtype != want.dtype:
             raise WeightsFormatError(
                 f"{source!r}: tensor {key!r} has shape {tuple(value.shape)} and dtype "
-                f"{value.dtype}, expected {tuple(want.shape)} and {want.dtype} from the config")
+                f"{value.dtype}, expected {tuple(want.shape)} and {want.dtype} from the config; "
+                f"{_REEXPORT}")
         if not torch.isfinite(value).all():
             raise WeightsFormatError(f"{source!r}: tensor {key!r} contains NaN or inf values; "
-                                     "the weights are corrupted")
+                                     "the weights are corrupted: re-download or re-export them")
     for route, net in nets.items():
         net.load_state_dict(strip_prefix(tensors, f"{route}."), strict=True)
         net.requires_grad_(False)

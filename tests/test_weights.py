@@ -161,8 +161,19 @@ def test_invalid_configs(tmp_path, edit, phrase):
 
 def test_config_shape_mismatch_with_tensors(tmp_path):
     edit_config(tmp_path, lambda c: c["routes"]["fc"].update(hidden_size=21))
+    # tensors with no config inside: config.json is the only config, and it does not fit them
+    save_file(WeightsBundle({"fc": random_net()}).tensors(), tmp_path / "model.safetensors")
     with pytest.raises(WeightsFormatError, match="has shape"):
         load_weights(tmp_path)
+
+
+def test_config_json_that_disagrees_with_the_weights_file_loses_with_a_warning(tmp_path):
+    """The config inside model.safetensors was written atomically with the tensors; a stale
+    config.json (an interrupted save) must not make the folder unloadable."""
+    edit_config(tmp_path, lambda c: c["routes"]["fc"].update(hidden_size=21))
+    with pytest.warns(RuntimeWarning, match="does not match the config stored inside"):
+        bundle = load_weights(tmp_path)
+    assert bundle.nets["fc"].config.hidden_size == 20
 
 
 def test_oversized_config_is_refused(tmp_path):

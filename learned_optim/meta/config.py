@@ -25,6 +25,9 @@ class MetaTrainConfig:
     horizon: int = 100
     # Truncated BPTT length: a meta-update after every `unroll` steps (paper: 20).
     unroll: int = 20
+    # Optimizees unrolled side by side per meta-update, whose meta-losses are averaged; split
+    # across processes when meta-training with a process group. Divides tasks_per_epoch.
+    meta_batch_size: int = 1
     # Adam learning rate for φ (see the README for how it was chosen).
     meta_lr: float = 3e-3
     # Clip the meta-gradient to this global norm (0 disables clipping).
@@ -49,9 +52,12 @@ class MetaTrainConfig:
                 raise ConfigError(f"MetaTrainConfig.{name} must be a positive integer, "
                                   f"got {value!r}")
 
-        for name in ("epochs", "tasks_per_epoch", "horizon", "unroll", "validation_tasks",
-                     "max_bad_updates"):
+        for name in ("epochs", "tasks_per_epoch", "horizon", "unroll", "meta_batch_size",
+                     "validation_tasks", "max_bad_updates"):
             positive_int(name)
+        if self.tasks_per_epoch % self.meta_batch_size:
+            raise ConfigError(f"MetaTrainConfig.tasks_per_epoch ({self.tasks_per_epoch}) must "
+                              f"be a multiple of meta_batch_size ({self.meta_batch_size})")
         if self.chunk_size is not None:
             positive_int("chunk_size")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -76,6 +82,9 @@ class MetaTrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MetaTrainConfig":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a MetaTrainConfig is built from a JSON object of fields, got "
+                              f"{type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

@@ -40,6 +40,11 @@ PRESETS: dict[str, Preset] = {
     "l2l-digits-cnn": Preset(
         "digits-cnn", config=dict(epochs=8, tasks_per_epoch=10, validation_tasks=3, meta_lr=1e-2),
         description="paper Section 3.3 (CIFAR) on digits: conv and fc LSTMs"),
+    "l2l-digits-cnn-sub": Preset(
+        "digits-cnn-sub", config=dict(epochs=8, tasks_per_epoch=10, validation_tasks=3,
+                                      meta_lr=1e-2),
+        description="paper Section 3.3's LSTM-sub: the digits CNN on labels 5-9 only, for "
+                    "transfer to labels 0-4 (digits-cnn-5)"),
     "l2l-neural-art": Preset(
         "neural-art", config=dict(epochs=6, tasks_per_epoch=8, validation_tasks=3, meta_lr=3e-3),
         description="paper Section 3.4: style transfer on 64x64 images"),

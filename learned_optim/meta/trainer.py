@@ -7,8 +7,10 @@ Andrychowicz et al. 2016, Section 2: minimise over φ
     \qquad \theta_{t+1} = \theta_t + g_t,\quad [g_t, h_{t+1}] = m(\nabla_t, h_t; \phi)
 
 with :math:`\partial \nabla_t / \partial \phi = 0`, horizon T split into truncations of
-``unroll`` steps (θ and h carried across, detached), one Adam meta-update per truncation, and
-after every epoch a validation on fresh optimizees that keeps the best φ.
+``unroll`` steps (θ and h carried across, detached), one Adam meta-update per truncation from
+the mean meta-loss of a meta-batch of optimizees unrolled side by side (one by default), and
+after every epoch a validation on fresh optimizees that keeps the best φ. With a process
+group, the optimizees of a meta-batch are split across processes (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_dumps
 
 from .. import __version__
+from ..errors import CheckpointError, ConfigError, MetaTrainingError, TaskError
 from ..network import LSTMOptimizerNet
 from ..routing import FC_ROUTE
 from ..tasks.base import Task, TaskFamily
 from ..update import fuse_weights
-from ..weights import WeightsBundle, atomic_write_bytes, strip_prefix
+from ..weights import _ROUTE_NAME, WeightsBundle, atomic_write_bytes, strip_prefix
 from .config import MetaTrainConfig
+from .distributed import all_reduce_gradients, all_reduce_sum, rank_and_world_size
 from .unroll import apply_update, evaluate, start
 
 __all__ = ["MetaTrainer", "CHECKPOINT_FILE"]
@@ -60,6 +64,21 @@ class MetaTrainer:
         checkpoint_dir: where to write ``checkpoint.safetensors`` after every epoch (atomic).
         name: name given to the resulting :class:`WeightsBundle`.
         command: the command line recorded in the provenance.
+        process_group: a ``torch.distributed`` process group (e.g.
+            ``torch.distributed.group.WORLD``) to meta-train across processes: each process
+            unrolls ``config.meta_batch_size / world_size`` optimizees of every meta-batch, the
+            meta-gradients are summed before each meta-update so every process holds the same
+            φ, validation tasks are split the same way, and only rank 0 writes checkpoints,
+            logs and shows progress. Results match one process with the same config (up to
+            float rounding). ``None``: one process.
+
+    Raises:
+        TaskError: a sampled task's loss is not a finite real scalar that depends on its
+            parameters, or it routes to a net the trainer does not have (checked before a task
+            is trained or validated on, so φ is never touched by it).
+        MetaTrainingError: ``max_bad_updates`` non-finite meta-updates in a row; each one is
+            skipped and logged before that, and the best φ is kept.
+        CheckpointError: :meth:`load_checkpoint` cannot resume from the file.
 
     Example:
         >>> from learned_optim.tasks import QuadraticFamily
@@ -70,16 +89,38 @@ class MetaTrainer:
     def __init__(self, task_family: TaskFamily, config: MetaTrainConfig | None = None, *,
                  validation_family: TaskFamily | None = None, routes: list[str] | None = None,
                  checkpoint_dir: str | os.PathLike | None = None, name: str = "meta-trained",
-                 command: str | None = None):
+                 command: str | None = None, process_group: Any = None):
+        for role, family in (("task_family", task_family),
+                             ("validation_family", validation_family)):
+            if family is not None and not callable(getattr(family, "sample", None)):
+                raise TypeError(
+                    f"{role} must be a TaskFamily (with .sample(seed) -> Task), got "
+                    f"{type(family).__name__}; wrap a function seed -> Task in "
+                    "learned_optim.tasks.FunctionTaskFamily(name, make_task)")
+        if config is not None and not isinstance(config, MetaTrainConfig):
+            raise TypeError(f"config must be a MetaTrainConfig, got {type(config).__name__}; "
+                            "build one with MetaTrainConfig(...) or MetaTrainConfig.from_dict()")
         self.family = task_family
         self.validation_family = validation_family or task_family
         self.config = config or MetaTrainConfig()
         self.name = name
         self.command = command or " ".join([os.path.basename(sys.executable)] + sys.argv)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.process_group = process_group
+        self.rank, self.world_size = rank_and_world_size(process_group)
+        if self.config.meta_batch_size % self.world_size:
+            raise ValueError(
+                f"meta_batch_size {self.config.meta_batch_size} cannot be split over "
+                f"{self.world_size} processes: make it a multiple of the world size (each "
+                "process unrolls meta_batch_size / world_size optimizees per meta-update)")
         if routes is None:
-            routes = sorted(set(task_family.sample(_task_seed(self.config.seed, 0, 0))
-                                .routes.values()) | {FC_ROUTE})
+            seed = _task_seed(self.config.seed, 0, 0)
+            routes = sorted(set(_checked_task(task_family, seed).routes.values()) | {FC_ROUTE})
+        if not all(isinstance(r, str) and _ROUTE_NAME.match(r) for r in routes) \
+                or FC_ROUTE not in routes:
+            raise ConfigError(f"routes={routes!r}: expected route names (lowercase letters, "
+                              f"digits, '_') that include {FC_ROUTE!r}, the route every "
+                              "weights bundle needs, e.g. ['conv', 'fc']")
         self.nets = {route: LSTMOptimizerNet(self.config.net_config,
                                              seed=self.config.seed + k)
                      for k, route in enumerate(sorted(routes))}
@@ -123,53 +164,111 @@ class MetaTrainer:
         # A truncation with no weighted step (loss_weights="final") gives a constant: no update.
         return (total / terms if terms else loss.detach() * 0.0), state
 
-    def train_task(self, task: Task) -> list[float]:
+    def check_task(self, task: Task, *, where: str = "the task") -> None:
+        """Raise :class:`TaskError` unless ``task`` can be meta-trained on: its routes have
+        nets, and its loss at θ₀ is a finite scalar that depends on its parameters."""
+        if not isinstance(task, Task):
+            raise TaskError(f"{where} is a {type(task).__name__}, expected a "
+                            "learned_optim.tasks.Task (TaskFamily.sample must return one)")
+        missing = sorted(set(task.routes.values()) - set(self.nets))
+        if missing:
+            raise TaskError(f"{where} routes parameters to {missing}, but this trainer only has "
+                            f"nets for {sorted(self.nets)}; pass routes=[...] to MetaTrainer "
+                            "with every route its tasks use")
+        params = {name: value.detach().requires_grad_() for name, value in task.params.items()}
+        with torch.enable_grad(), torch.random.fork_rng(devices=[]):  # e.g. dropout: no RNG use
+            loss = task.loss(params, 0)
+        if not loss.requires_grad:
+            raise TaskError(f"{where}: its loss does not depend on its parameters (no autograd "
+                            "graph to them), so there is nothing to optimize; compute the loss "
+                            "from the model's output, without .detach() or .item()")
+        if not torch.isfinite(loss):
+            raise TaskError(f"{where}: its loss at the initial parameters is "
+                            f"{float(loss.detach())}; no optimizer can start from there. Check "
+                            "the task's data, model initialisation and loss function")
+
+    def train_task(self, task: Task, *, where: str = "the task") -> list[float]:
         """Unroll one optimizee over the horizon with a meta-update after each truncation."""
-        state = start(task, self.nets)
+        self.check_task(task, where=where)
+        return self.train_tasks([task])
+
+    def train_tasks(self, tasks: list[Task]) -> list[float]:
+        """Unroll ``tasks`` side by side over the horizon; after each truncation, one
+        meta-update from the mean of their meta-losses (and of the other processes' tasks).
+        Returns the mean meta-loss of each truncation."""
+        states = [start(task, self.nets) for task in tasks]
+        scale = 1.0 / (len(tasks) * self.world_size)
         losses = []
-        while state.step < self.config.horizon:
-            steps = min(self.config.unroll, self.config.horizon - state.step)
-            meta_loss, state = self.meta_loss(task, state, steps)
-            self._meta_update(meta_loss)
-            losses.append(float(meta_loss.detach()))
-            state = state.detach()
+        while states[0].step < self.config.horizon:
+            steps = min(self.config.unroll, self.config.horizon - states[0].step)
+            self.meta_optimizer.zero_grad(set_to_none=True)
+            values, differentiable = [], False
+            for index, task in enumerate(tasks):
+                meta_loss, state = self.meta_loss(task, states[index], steps)
+                values.append(float(meta_loss.detach()))
+                if meta_loss.requires_grad:
+                    differentiable = True
+                    if math.isfinite(values[-1]):
+                        (meta_loss * scale).backward()  # frees this task's graph now
+                states[index] = state.detach()
+            losses.append(self._apply_meta_gradient(values, differentiable))
         return losses
 
     def _meta_update(self, meta_loss: torch.Tensor) -> None:
+        """One meta-update from the meta-loss of one task (one process)."""
         self.meta_optimizer.zero_grad(set_to_none=True)
-        if not meta_loss.requires_grad:
-            return
-        if torch.isfinite(meta_loss):
+        value = float(meta_loss.detach())
+        if meta_loss.requires_grad and math.isfinite(value):
             meta_loss.backward()
+        self._apply_meta_gradient([value], meta_loss.requires_grad)
+
+    def _apply_meta_gradient(self, values: list[float], differentiable: bool) -> float:
+        """Sum the accumulated meta-gradients over processes, clip and step; return the mean
+        meta-loss. Skipped on every process at once if any meta-loss or the meta-gradient is
+        non-finite, and (no Adam step at all) if no meta-loss depends on φ."""
+        stats = torch.tensor([sum(values), sum(not math.isfinite(v) for v in values)],
+                             dtype=torch.float64)
+        total, bad = all_reduce_sum(stats, self.process_group).tolist()
+        mean_loss = total / (len(values) * self.world_size)
+        if not differentiable:
+            return mean_loss
+        if not bad:
             params = self._meta_params()
+            all_reduce_gradients(params, self.process_group)
             # max_norm=inf measures the norm without clipping (grad_clip=0 disables it)
             norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip or math.inf)
             if torch.isfinite(norm):
                 self.meta_optimizer.step()
                 self.bad_updates = 0
-                return
+                return mean_loss
         self.bad_updates += 1
         self.skipped_updates += 1
-        log.warning("skipped a meta-update: non-finite meta-loss or meta-gradient (%d in a row)",
-                    self.bad_updates)
+        if self.rank == 0:
+            log.warning("skipped a meta-update: non-finite meta-loss or meta-gradient "
+                        "(%d in a row)", self.bad_updates)
         if self.bad_updates >= self.config.max_bad_updates:
-            raise RuntimeError(
+            raise MetaTrainingError(
                 f"meta-training stopped: {self.bad_updates} non-finite meta-updates in a row. "
                 "Lower meta_lr or grad_clip, or check the task's loss; the best weights so far "
                 "are kept (trainer.best_bundle(), and the last checkpoint)")
+        return mean_loss
 
     def validate(self) -> dict[str, float]:
         """Mean over fresh validation tasks of the final loss (mean of the last 10% of steps)
         and of the loss over the whole run."""
-        finals, means = [], []
+        count = self.config.validation_tasks
+        results = torch.zeros(2, count, dtype=torch.float64)  # final, mean loss of each task
         horizon = self.validation_family.horizon
-        for index in range(self.config.validation_tasks):
-            task = self.validation_family.sample(
-                _task_seed(self.config.seed + _VALIDATION_SEED_OFFSET, 0, index))
+        for index in range(self.rank, count, self.world_size):  # every process a share
+            seed = _task_seed(self.config.seed + _VALIDATION_SEED_OFFSET, 0, index)
+            task = self.validation_family.sample(seed)
+            self.check_task(task, where=f"validation task {self.validation_family.name!r} "
+                                        f"sample(seed={seed})")
             losses = evaluate(task, self.nets, horizon, chunk_size=self.config.chunk_size)
             tail = losses[-max(1, horizon // 10):]
-            finals.append(sum(tail) / len(tail))
-            means.append(sum(losses) / len(losses))
+            results[:, index] = torch.tensor([sum(tail) / len(tail), sum(losses) / len(losses)],
+                                             dtype=torch.float64)
+        finals, means = all_reduce_sum(results, self.process_group).tolist()
         finite = [f for f in finals if math.isfinite(f)]
         return {"final_loss": sum(finals) / len(finals) if len(finite) == len(finals) else math.inf,
                 "mean_loss": sum(means) / len(means)}
@@ -186,15 +285,25 @@ class MetaTrainer:
             self.history.append({"epoch": 0, **untrained, "meta_loss": None})
         total = self.config.epochs * self.config.tasks_per_epoch
         bar = tqdm(total=total, initial=self.epoch * self.config.tasks_per_epoch,
-                   disable=not progress, desc=f"meta-train {self.family.name}", unit="task")
+                   disable=not progress or self.rank != 0, desc=f"meta-train {self.family.name}",
+                   unit="task")
+        batch, share = self.config.meta_batch_size, self.config.meta_batch_size // self.world_size
         try:
             while self.epoch < self.config.epochs:
                 started = time.perf_counter()
                 meta_losses = []
-                for index in range(self.config.tasks_per_epoch):
-                    task = self.family.sample(_task_seed(self.config.seed, self.epoch + 1, index))
-                    meta_losses += self.train_task(task)
-                    bar.update(1)
+                for first in range(0, self.config.tasks_per_epoch, batch):
+                    # global task indices first..first+batch-1; this process takes its share
+                    tasks = []
+                    for index in range(first + self.rank * share,
+                                       first + (self.rank + 1) * share):
+                        seed = _task_seed(self.config.seed, self.epoch + 1, index)
+                        task = self.family.sample(seed)
+                        self.check_task(task, where=f"task {self.family.name!r} "
+                                                    f"sample(seed={seed})")
+                        tasks.append(task)
+                    meta_losses += self.train_tasks(tasks)
+                    bar.update(batch)
                     bar.set_postfix(meta_loss=f"{meta_losses[-1]:.4g}",
                                     best_val=f"{self.best_metric:.4g}")
                 metrics = self.validate()
@@ -206,7 +315,7 @@ class MetaTrainer:
                     self.best_metric = metrics["final_loss"]
                     self.best_state = self._net_state()
                 self.elapsed += time.perf_counter() - started
-                if self.checkpoint_dir is not None:
+                if self.checkpoint_dir is not None and self.rank == 0:
                     self.save_checkpoint(self.checkpoint_dir)
                 if on_epoch_end is not None:
                     on_epoch_end(self)
@@ -237,6 +346,7 @@ class MetaTrainer:
             "config": self.config.to_dict(),
             "command": self.command,
             "wall_time_s": round(self.elapsed, 1),
+            "world_size": self.world_size,
             "metrics": {
                 "validation_final_loss": best.get("final_loss"),
                 "validation_mean_loss": best.get("mean_loss"),
@@ -274,39 +384,83 @@ class MetaTrainer:
         return path
 
     def load_checkpoint(self, directory: str | os.PathLike) -> None:
-        """Continue a run from :meth:`save_checkpoint`'s file (same config required)."""
+        """Continue a run from :meth:`save_checkpoint`'s file (same config required).
+
+        Everything is read and checked before the trainer changes: a :class:`CheckpointError`
+        (missing, unreadable or foreign file, another config or other nets) leaves it as it was.
+        """
         path = Path(directory) / CHECKPOINT_FILE
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint at {str(path)!r}: a run writes one after every "
+                                  "epoch when given checkpoint_dir; start without resuming")
         try:
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 metadata = handle.metadata() or {}
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except Exception as exc:
-            raise RuntimeError(f"cannot read checkpoint {str(path)!r} ({exc}); delete it to "
-                               "start over") from None
+            raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({exc}); it is "
+                                  "corrupted: delete it to start over") from None
         if metadata.get("format") != "learned_optim.meta_checkpoint":
-            raise RuntimeError(f"{str(path)!r} is not a MetaTrainer checkpoint")
-        progress = json.loads(metadata["progress"])
-        saved_config = dict(progress["config"], epochs=self.config.epochs)
+            raise CheckpointError(f"{str(path)!r} is not a MetaTrainer checkpoint (its metadata "
+                                  f"format is {metadata.get('format')!r})")
+        try:
+            progress = json.loads(metadata["progress"])
+            fields = {key: progress[key] for key in (
+                "epoch", "best_metric", "history", "bad_updates", "skipped_updates", "elapsed")}
+            # fields added since the checkpoint was written take their defaults
+            saved_config = {**MetaTrainConfig().to_dict(), **progress["config"],
+                            "epochs": self.config.epochs}
+            routes = progress["routes"]
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r} has unreadable progress metadata "
+                                  f"({type(exc).__name__}: {exc}); delete it to start over"
+                                  ) from None
         if saved_config != dict(self.config.to_dict(), epochs=self.config.epochs):
-            raise RuntimeError(f"checkpoint {str(path)!r} was made with another config; resume "
-                               "with the same config (only epochs may change) or start over")
-        for route, net in self.nets.items():
-            net.load_state_dict(strip_prefix(tensors, f"current.{route}."))
-        self.best_state = strip_prefix(tensors, "best.")
+            raise CheckpointError(f"checkpoint {str(path)!r} was made with another config; "
+                                  "resume with the same config (only epochs may change) or "
+                                  "start over")
+        if routes != sorted(self.nets):
+            raise CheckpointError(f"checkpoint {str(path)!r} holds nets for routes {routes}, "
+                                  f"this trainer has {sorted(self.nets)}; pass the same routes")
+        expected = self._net_state()
+        current, best = strip_prefix(tensors, "current."), strip_prefix(tensors, "best.")
+        for label, saved in (("current", current), ("best", best)):
+            if set(saved) != set(expected) or any(
+                    saved[k].shape != v.shape or saved[k].dtype != v.dtype
+                    or not torch.isfinite(saved[k]).all() for k, v in expected.items()):
+                raise CheckpointError(f"checkpoint {str(path)!r}: the {label} weights do not "
+                                      "match this trainer's nets or are not finite; delete it "
+                                      "to start over")
         adam = copy.deepcopy(self.meta_optimizer.state_dict())
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             if key.startswith("adam."):
                 _, index, name = key.split(".", 2)
                 state.setdefault(int(index), {})[name] = value
+        params = self._meta_params()
+        if any(not 0 <= index < len(params) or set(entry) != {"step", "exp_avg", "exp_avg_sq"}
+               or entry["exp_avg"].shape != params[index].shape for index, entry in state.items()):
+            raise CheckpointError(f"checkpoint {str(path)!r}: the meta-optimizer state does not "
+                                  "match this trainer's nets; delete it to start over")
         adam["state"] = state
+        for route, net in self.nets.items():
+            net.load_state_dict(strip_prefix(current, f"{route}."))
+        self.best_state = best
         self.meta_optimizer.load_state_dict(adam)
-        self.epoch = progress["epoch"]
-        self.best_metric = progress["best_metric"]
-        self.history = progress["history"]
-        self.bad_updates = progress["bad_updates"]
-        self.skipped_updates = progress["skipped_updates"]
-        self.elapsed = progress["elapsed"]
+        self.epoch = fields["epoch"]
+        self.best_metric = fields["best_metric"]
+        self.history = fields["history"]
+        self.bad_updates = fields["bad_updates"]
+        self.skipped_updates = fields["skipped_updates"]
+        self.elapsed = fields["elapsed"]
+
+
+def _checked_task(family: TaskFamily, seed: int) -> Task:
+    task = family.sample(seed)
+    if not isinstance(task, Task):
+        raise TaskError(f"task family {getattr(family, 'name', family)!r} sample(seed={seed}) "
+                        f"returned a {type(task).__name__}, expected a learned_optim.tasks.Task")
+    return task
 
 
 def _git_commit() -> str | None:

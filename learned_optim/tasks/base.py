@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..errors import TaskError
 from ..routing import CONV_ROUTE, FC_ROUTE
 
 __all__ = ["Task", "TaskFamily", "FunctionTaskFamily", "named_routes"]
@@ -54,7 +55,14 @@ class Task:
             self.params = {name: p.detach().clone() for name, p in self.model.named_parameters()
                            if p.requires_grad}
         if not self.params:
-            raise ValueError("the task's model has no trainable parameters: nothing to optimize")
+            raise TaskError("the task's model has no trainable parameters (all have "
+                            "requires_grad=False, or it has none): nothing to optimize. Pass "
+                            "params={name: tensor} or unfreeze the parameters to meta-train on")
+        bad = sorted(name for name, value in self.params.items()
+                     if not (torch.is_tensor(value) and value.is_floating_point()))
+        if bad:
+            raise TaskError(f"the task's parameters {bad} are not floating point tensors; the "
+                            "learned optimizer updates real-valued parameters only")
         if not self.routes:
             self.routes = named_routes(self.model)
         unknown = sorted(set(self.params) - set(self.routes))
@@ -66,9 +74,11 @@ class Task:
         inputs, targets = self.sample_batch(step)
         outputs = functional_call(self.model, params, (inputs,))
         value = self.loss_fn(outputs, targets)
-        if not torch.is_tensor(value) or value.numel() != 1:
-            raise ValueError("a task's loss must be a scalar tensor, got "
-                             f"{type(value).__name__} of shape {getattr(value, 'shape', None)}")
+        if not torch.is_tensor(value) or value.numel() != 1 or not value.is_floating_point():
+            raise TaskError("a task's loss must be a scalar, real-valued tensor, got "
+                            f"{type(value).__name__} of shape {getattr(value, 'shape', None)} "
+                            f"and dtype {getattr(value, 'dtype', None)}: "
+                            "reduce it in loss_fn (e.g. .mean() or .sum()) and return a tensor")
         return value.reshape(())
 
 
@@ -79,6 +89,10 @@ class TaskFamily:
     name: str = "task-family"
     #: optimizer steps per task in the paper's protocol
     horizon: int = 100
+    #: True when tasks of different seeds differ only in parameters, buffers and batches (same
+    #: module structure, same ``loss_fn`` object): the evaluator may then run seeds side by
+    #: side with ``torch.func.vmap``. A loss that closes over per-seed data must leave it False.
+    batched_seeds: bool = False
 
     def sample(self, seed: int) -> Task:
         raise NotImplementedError

@@ -25,7 +25,8 @@ from .base import Task, TaskFamily
 __all__ = ["DigitsMLPFamily", "DigitsCNNFamily", "DigitsMLP", "DigitsCNN", "digits_split"]
 
 _TRAIN_SIZE = 1400
-_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU,
+                "elu": nn.ELU}
 
 
 @lru_cache(maxsize=None)
@@ -97,6 +98,8 @@ def _batch_sampler(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int)
 
 
 class _DigitsFamily(TaskFamily):
+    batched_seeds = True
+
     def __init__(self, *, split: str, classes: Sequence[int], batch_size: int, horizon: int):
         self.split, self.classes = split, tuple(classes)
         self.batch_size, self.horizon = batch_size, horizon

@@ -32,6 +32,8 @@ def _sum_of_squares(residual: torch.Tensor, _targets=None) -> torch.Tensor:
 class QuadraticFamily(TaskFamily):
     """Random 10-d quadratics; θ₀ ~ N(0, 1). Deterministic objective (no minibatches)."""
 
+    batched_seeds = True
+
     def __init__(self, dim: int = 10, horizon: int = 100):
         self.dim, self.horizon, self.name = dim, horizon, "quadratic"
 
