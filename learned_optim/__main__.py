@@ -336,7 +336,7 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--sections", nargs="+", choices=["step", "state", "meta", "train"],
+    parser.add_argument("--sections", nargs="+", choices=["step", "block", "state", "meta", "train"],
                         default=None, help="parts to run (default: all)")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile(opt.step) and the update rule compiled "

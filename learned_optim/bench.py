@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.util
+import logging
 import os
 import statistics
 import sys
@@ -51,9 +52,10 @@ __all__ = ["BenchConfig", "run", "peak_transient_bytes", "load_naive", "make_par
 #: Model sizes of the full benchmark and of ``--quick``.
 SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (2_000, 20_000)
-# One tensor bigger than this is not given to the naive baseline: nn.LSTMCell over all its
-# coordinates at once allocates about 2 kB per coordinate (measured: see the step table).
-_NAIVE_MAX_TENSOR = 2_000_000
+# Models bigger than this are not given to the naive baseline: it keeps its state and makes
+# temporaries of about 1 kB per coordinate (0.8 GB at 1M in the step table), so 10M would take
+# over 10 GB of a machine that may be shared.
+_NAIVE_MAX_PARAMS = 2_000_000
 
 
 @dataclass
@@ -72,7 +74,7 @@ class BenchConfig:
     quick: bool = False
     naive: ModuleType | None = None
     seed: int = 0
-    sections: tuple[str, ...] = field(default=("step", "state", "meta", "train"))
+    sections: tuple[str, ...] = field(default=("step", "block", "state", "meta", "train"))
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> "BenchConfig":
@@ -231,10 +233,10 @@ def _bench_one_model(config: BenchConfig, total: int, tensors: int) -> dict[str,
     naive_note = ""
     if config.naive is None:
         naive_note = "no benchmarks/naive.py"
-    elif max(p.numel() for p in params) > _NAIVE_MAX_TENSOR:
-        naive_note = "skipped: one tensor > 2M coordinates"
+    elif total > _NAIVE_MAX_PARAMS:
+        naive_note = "skipped (> 10 GB)"
     else:
-        naive = config.naive.NaiveLSTMOptimizer(params, net)
+        naive = config.naive.NaiveLSTMOptimizer(params, _net().to(device))
         functions = {"a": naive.step, **functions}
     repeats = config.repeats if total < 10_000_000 else max(2, config.repeats // 2)
     seconds = time_rounds(functions, repeats, device)
@@ -274,6 +276,36 @@ def bench_state(config: BenchConfig) -> dict[str, Any]:
     result["step_bfloat16"] = statistics.median(seconds["bfloat16"])
     result["bf16/fp32 time"] = median_ratio(seconds["bfloat16"], seconds["float32"])
     return result
+
+
+def bench_block(config: BenchConfig) -> dict[str, float]:
+    """Where the time of one block of ``chunk_size`` coordinates goes: the whole in-place rule,
+    its two LSTM matrix multiplies, its four ``exp`` calls, and ``torch.tanh`` on as many
+    values (what the gates would cost through tanh). Minimum over rounds, in seconds."""
+    net, rows, device = _net(), config.chunk_size, config.device
+    weights = fuse_weights(net, device=device)
+    workspace = StepWorkspace(rows, net.config, device=device)
+    workspace.grad.copy_(make_params(rows, 1, seed=config.seed)[0].grad.to(device))
+    state = torch.randn(rows, 4, 20, device=device) * 0.3
+    hidden = net.config.hidden_size
+    gates = torch.randn(rows, 4 * hidden, device=device)
+    cells = torch.randn(rows, hidden, device=device)
+    out_gates, out_cells = torch.empty_like(gates), torch.empty_like(cells)
+    matmuls = floor_step(rows, net, rows, device)
+
+    def exps() -> None:
+        for _ in weights.layers:
+            torch.exp(gates, out=out_gates)
+            torch.exp(cells, out=out_cells)
+
+    def tanhs() -> None:
+        for _ in weights.layers:
+            torch.tanh(gates, out=out_gates)
+            torch.tanh(cells, out=out_cells)
+    seconds = time_rounds({"rule": lambda: lstm_step_(workspace, rows, weights, hidden=state),
+                           "matmuls": matmuls, "exp": exps, "tanh": tanhs},
+                          max(20, 4 * config.repeats), device)
+    return {name: min(values) for name, values in seconds.items()}
 
 
 def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -346,10 +378,20 @@ def bench_compile(config: BenchConfig) -> dict[str, Any]:
     update rule compiled by Inductor against the eager in-place rule on one block."""
     from torch._dynamo.utils import counters
 
-    from . import update
-
     torch._dynamo.reset()
     counters.clear()
+    dynamo_log = logging.getLogger("torch._dynamo")
+    level = dynamo_log.level
+    dynamo_log.setLevel(logging.ERROR)  # graph-break notices: counted below instead
+    try:
+        return _bench_compile(config, counters)
+    finally:
+        dynamo_log.setLevel(level)
+
+
+def _bench_compile(config: BenchConfig, counters: Any) -> dict[str, Any]:
+    from . import update
+
     result: dict[str, Any] = {}
     params_eager = make_params(20_000, 8, seed=config.seed)
     params_compiled = [torch.nn.Parameter(p.detach().clone()) for p in params_eager]
@@ -367,6 +409,7 @@ def bench_compile(config: BenchConfig) -> dict[str, Any]:
     graphs_after_2 = counters["stats"]["unique_graphs"]
     seconds = time_rounds({"eager": eager.step, "compiled": compiled_step}, 10)
     result["graphs_after_2_steps"] = graphs_after_2
+    result["graph_break_reasons"] = len(counters["graph_break"])
     result["graphs_after_all_steps"] = counters["stats"]["unique_graphs"]
     result["steps"] = 2 + 11
     result["bit_equal"] = all(torch.equal(p, q) for p, q in zip(params_eager, params_compiled))
@@ -442,6 +485,14 @@ def run(config: BenchConfig) -> dict[str, Any]:
     if "step" in config.sections:
         print("\n" + _STEP_HEADER, flush=True)
         results["step"] = bench_steps(config)
+    if "block" in config.sections:
+        block = results["block"] = bench_block(config)
+        print(f"\none block of {config.chunk_size} coordinates (fastest of the rounds): the whole "
+              f"rule {block['rule'] * 1e6:.0f} us = {block['rule'] / block['matmuls']:.2f}x its "
+              f"two matrix multiplies ({block['matmuls'] * 1e6:.0f} us); its 4 exp calls "
+              f"{block['exp'] * 1e6:.0f} us ({block['exp'] / block['matmuls']:.2f}x the "
+              f"matmuls); torch.tanh on the same values would take {block['tanh'] * 1e6:.0f} us",
+              flush=True)
     if "state" in config.sections:
         state = results["state"] = bench_state(config)
         print(f"\nstate bytes per parameter ({state['params']:,} params): float32 "
@@ -474,7 +525,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
         comp = results["compile"] = bench_compile(config)
         print(f"\ntorch.compile(opt.step): first call {comp['first_call_s']:.1f} s, graphs "
               f"after 2 steps {comp['graphs_after_2_steps']}, after {comp['steps']} steps "
-              f"{comp['graphs_after_all_steps']}, bit-equal to eager {comp['bit_equal']}, "
+              f"{comp['graphs_after_all_steps']} ({comp['graph_break_reasons']} kinds of graph "
+              f"break), bit-equal to eager {comp['bit_equal']}, "
               f"step time compiled/eager {comp['step_compiled/eager']:.2f}\n"
               f"update rule compiled by Inductor ({config.chunk_size} rows): compile "
               f"{comp['rule_compile_s']:.1f} s, time compiled/eager "

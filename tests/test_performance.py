@@ -103,6 +103,7 @@ def test_bench_quick_prints_every_table(one_thread):
     assert status == 0
     assert "| params | tensors | (a) naive ms | (b) step ms | (c) floor ms |" in text
     assert "| 600 | 1 |" in text and "| 600 | 3 |" in text
+    assert "one block of 4096 coordinates" in text
     assert "state bytes per parameter" in text and "bfloat16 160.0" in text
     assert "MetaTrainer" in text and "digits-CNN training" in text
 

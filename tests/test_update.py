@@ -201,3 +201,22 @@ def test_in_place_step_on_the_state_itself_matches_the_workspace_copy():
         lstm_step_(workspace, 63, weights, hidden=state[:63])
     with pytest.raises(ValueError, match="cannot be updated in place"):
         lstm_step_(workspace, 64, weights, hidden=state.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_meta_gradient_stays_finite_when_gates_saturate(dtype):
+    # Saturated gates (|pre-activation| in the hundreds) and a cell state far beyond tanh's
+    # range are what a long unroll or a large meta-step produce; exp overflows there, and the
+    # meta-gradient must still be a number.
+    net = random_net().to(dtype)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(300.0)
+    net.requires_grad_(True)
+    grad, hidden = mixed_gradients(64, dtype), random_hidden(64, net, dtype)
+    hidden[:, 1] *= 400.0  # c of layer 1: |c| up to ~1000
+    updates, states = lstm_update([grad], [hidden], fuse_weights(net))
+    assert all(torch.isfinite(t).all() for t in updates + states)
+    (updates[0].square().sum() + states[0].sum()).backward()
+    for name, param in net.named_parameters():
+        assert torch.isfinite(param.grad).all(), name
