@@ -273,12 +273,18 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--suite", choices=sorted(SUITES), default="paper",
                         help="paper: the paper's experiments; transfer: problems no bundled "
-                             "optimizer was trained on (default: paper)")
+                             "optimizer was trained on; heldout: default vs tuned Adam on "
+                             "problems never used for training or choosing it; validation: "
+                             "for choosing design variants (default: paper)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: two rows, lr grid in decades, 1 tuning seed, "
                              "3 test seeds")
     parser.add_argument("--rows", default=None,
                         help="comma-separated row names of the suite (default: all)")
+    parser.add_argument("--learned", default=None,
+                        help="comma-separated learned optimizers (bundled names or bundle "
+                             "folders) to run in every row instead of the row's own, e.g. to "
+                             "compare design variants on --suite validation")
     parser.add_argument("--out", default=None,
                         help="folder for table.md, results.json, curves.safetensors and "
                              "plots/ (default: runs/evaluate-SUITE[-quick])")
@@ -312,7 +318,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                   "'learned_optim[examples]' for them)", file=sys.stderr)
             plots = False
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    learned_weights = ([w.strip() for w in args.learned.split(",") if w.strip()]
+                       if args.learned else None)
+    if learned_weights:
+        from .weights import resolve_weights
+
+        for weights in learned_weights:  # fail now, not after an hour of baselines
+            resolve_weights(weights)
     table = evaluate_suite(args.suite, out, quick=args.quick, rows=rows,
+                           learned_weights=learned_weights,
                            progress=not args.no_progress, plots=plots,
                            command=shlex.join(["python", "-m", "learned_optim"] + sys.argv[1:]))
     print(table)

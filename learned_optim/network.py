@@ -18,10 +18,25 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["LSTMOptimizerConfig", "LSTMOptimizerNet", "PREPROCESSING_MODES"]
+__all__ = ["LSTMOptimizerConfig", "LSTMOptimizerNet", "PREPROCESSING_MODES", "FEATURE_MODES",
+           "UPDATE_MODES", "MOMENTUM_DECAYS", "SECOND_MOMENT_DECAY", "FEATURE_CLIP"]
 
 #: Gradient preprocessing modes (see :func:`learned_optim.update.preprocess_gradient`).
 PREPROCESSING_MODES = ("log_sign", "clamped", "none")
+#: What the LSTM reads per coordinate: the preprocessed gradient alone (the paper), or
+#: scale-free momentum features (see :func:`learned_optim.update.adaptive_features`).
+FEATURE_MODES = ("gradient", "adaptive")
+#: How the head turns the last layer's state into a step: the paper's linear output, or
+#: direction x exp(magnitude) (see :func:`learned_optim.update.lstm_step`).
+UPDATE_MODES = ("additive", "direction_magnitude")
+#: Decay rates of the momenta that ``features="adaptive"`` keeps per coordinate.
+MOMENTUM_DECAYS = (0.5, 0.9, 0.99)
+#: Decay rate of the second-moment estimate that normalises them.
+SECOND_MOMENT_DECAY = 0.999
+#: Adaptive features are clipped to [-FEATURE_CLIP, FEATURE_CLIP].
+FEATURE_CLIP = 10.0
+# Fields added after format 1's first bundles; a config without them means the paper's net.
+_OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0}
 
 
 @dataclass(frozen=True)
@@ -44,16 +59,51 @@ class LSTMOptimizerConfig:
     p: float = 10.0
     # Multiplier on the linear head's output (paper MNIST: 0.1).
     output_scale: float = 0.1
+    # LSTM inputs: "gradient" (the preprocessed gradient, paper) or "adaptive" (the gradient
+    # and three momenta, each divided by the root of a second-moment estimate: scale-free;
+    # `preprocessing` and `p` are then unused).
+    features: str = "gradient"
+    # The step: "additive" (output_scale * (w.h + b), paper) or "direction_magnitude"
+    # (output_scale * d * exp(magnitude_scale * s), (d, s) read from [h; features]).
+    update: str = "additive"
+    # Multiplier on the magnitude output s of update="direction_magnitude".
+    magnitude_scale: float = 1.0
 
     @property
     def input_size(self) -> int:
         """Number of LSTM inputs per coordinate produced by the preprocessing."""
+        if self.features == "adaptive":
+            return 1 + len(MOMENTUM_DECAYS)
         return 1 if self.preprocessing == "none" else 2
 
     @property
+    def accumulator_rows(self) -> int:
+        """State rows (of ``hidden_size`` floats) for the adaptive features' running averages:
+        the momenta, the second moment and their bias-correction weights."""
+        return 1 if self.features == "adaptive" else 0
+
+    @property
+    def state_rows(self) -> int:
+        """Rows of ``hidden_size`` floats of state per coordinate: (h, c) for each layer, then
+        the accumulators."""
+        return 2 * self.num_layers + self.accumulator_rows
+
+    @property
     def state_size(self) -> int:
-        """Floats of hidden state per coordinate: (h, c) for each layer."""
-        return 2 * self.num_layers * self.hidden_size
+        """Floats of state per coordinate."""
+        return self.state_rows * self.hidden_size
+
+    @property
+    def head_inputs(self) -> int:
+        """Width of the head's input: ``h`` of the last layer (and the features, for
+        ``update="direction_magnitude"``)."""
+        extra = self.input_size if self.update == "direction_magnitude" else 0
+        return self.hidden_size + extra
+
+    @property
+    def head_outputs(self) -> int:
+        """1 (the step) or 2 (direction and magnitude)."""
+        return 2 if self.update == "direction_magnitude" else 1
 
     def __post_init__(self) -> None:
         _check(isinstance(self.hidden_size, int) and not isinstance(self.hidden_size, bool)
@@ -68,6 +118,19 @@ class LSTMOptimizerConfig:
         _check(_is_real(self.output_scale) and math.isfinite(self.output_scale)
                and self.output_scale > 0.0, "output_scale", self.output_scale,
                "a finite positive number")
+        _check(self.features in FEATURE_MODES, "features", self.features,
+               f"one of {list(FEATURE_MODES)}")
+        _check(self.update in UPDATE_MODES, "update", self.update, f"one of {list(UPDATE_MODES)}")
+        _check(_is_real(self.magnitude_scale) and math.isfinite(self.magnitude_scale)
+               and self.magnitude_scale > 0.0, "magnitude_scale", self.magnitude_scale,
+               "a finite positive number")
+        _check(self.update != "direction_magnitude" or self.features == "adaptive", "update",
+               self.update, "'additive' unless features='adaptive' (the direction-magnitude head "
+               "reads the features, and only the adaptive ones are bounded, which bounds its step)")
+        accumulators = 2 * (len(MOMENTUM_DECAYS) + 1)
+        _check(self.features != "adaptive" or self.hidden_size >= accumulators, "hidden_size",
+               self.hidden_size, f"at least {accumulators} with features='adaptive' (its "
+               "accumulators share one state row)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields."""
@@ -82,14 +145,14 @@ class LSTMOptimizerConfig:
                               "WeightsBundle.save_pretrained()")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
-        missing = sorted(names - set(data))
+        missing = sorted(names - set(data) - set(_OPTIONAL_FIELDS))
         if unknown or missing:
             raise ConfigError(
                 f"net config fields do not match this version of learned_optim: "
                 f"unknown {unknown}, missing {missing}. Expected exactly {sorted(names)}; "
                 "re-export the weights with the current version or upgrade learned_optim."
             )
-        return cls(**data)
+        return cls(**{**_OPTIONAL_FIELDS, **data})
 
 
 def _is_real(value: Any) -> bool:
@@ -137,18 +200,45 @@ class LSTMOptimizerNet(nn.Module):
             self.cells = nn.ModuleList(
                 nn.LSTMCell(sizes[i], sizes[i + 1]) for i in range(self.config.num_layers)
             )
-            self.head = nn.Linear(self.config.hidden_size, 1)
+            self.head = nn.Linear(self.config.head_inputs, self.config.head_outputs)
+            if self.config.update == "direction_magnitude":
+                _start_like_adam(self.head, self.config)
 
     def initial_state(self, numel: int, *, dtype: torch.dtype = torch.float32,
                       device: torch.device | str | None = None) -> torch.Tensor:
-        """Zero hidden state for ``numel`` coordinates, shape ``(numel, 2 * num_layers, hidden)``.
+        """Zero hidden state for ``numel`` coordinates, shape ``(numel, state_rows, hidden)``.
 
         Row ``2l`` holds :math:`h^{(l+1)}` and row ``2l + 1`` holds :math:`c^{(l+1)}`.
         """
         cfg = self.config
-        return torch.zeros(numel, 2 * cfg.num_layers, cfg.hidden_size, dtype=dtype, device=device)
+        return torch.zeros(numel, cfg.state_rows, cfg.hidden_size, dtype=dtype, device=device)
 
     def extra_repr(self) -> str:
         cfg = self.config
-        return (f"preprocessing={cfg.preprocessing!r}, p={cfg.p}, "
-                f"output_scale={cfg.output_scale}")
+        if cfg.features == "adaptive":
+            text = "features='adaptive'"
+        else:
+            text = f"preprocessing={cfg.preprocessing!r}, p={cfg.p}"
+        text += f", update={cfg.update!r}, output_scale={cfg.output_scale}"
+        if cfg.update == "direction_magnitude":
+            text += f", magnitude_scale={cfg.magnitude_scale}"
+        return text
+
+
+@torch.no_grad()
+def _start_like_adam(head: nn.Linear, config: LSTMOptimizerConfig) -> None:
+    r"""Initialise a direction-magnitude head so that the untrained net steps like Adam.
+
+    With adaptive features the momentum with decay 0.9 over the root of the second moment is
+    exactly Adam's direction :math:`\hat m / \sqrt{\hat v}`; the direction output starts as
+    minus that feature (plus the small random weights on ``h`` that break symmetry), the
+    magnitude output starts at zero, so the first steps are
+    :math:`-	ext{output\_scale} \cdot \hat m / \sqrt{\hat v}`, and meta-training learns the
+    departures from it (Metz et al. 2020 start learned optimizers near a hand-designed one too).
+    """
+    hidden = config.hidden_size
+    head.weight[:, :hidden].mul_(0.1)
+    head.weight[:, hidden:].zero_()
+    head.bias.zero_()
+    if config.features == "adaptive":
+        head.weight[0, hidden + 1 + MOMENTUM_DECAYS.index(0.9)] = -1.0

@@ -419,7 +419,7 @@ class LearnedLSTMOptim(Optimizer):
                         "state_dict is corrupted (stepping from it would leave that parameter "
                         "frozen). Load an earlier state_dict or start this optimizer fresh")
                 net = self._bundle.nets[_route_of(self, saved, param)]
-                problem = saved_hidden_problem(param, entry["hidden"], 2 * net.config.num_layers,
+                problem = saved_hidden_problem(param, entry["hidden"], net.config.state_rows,
                                                net.config.hidden_size)
                 if problem:
                     raise StateDictError(f"hidden state of parameter {saved_id} has shape "

@@ -42,7 +42,8 @@ from typing import Iterator, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from .network import LSTMOptimizerConfig, LSTMOptimizerNet
+from .network import (FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY, LSTMOptimizerConfig,
+                      LSTMOptimizerNet)
 
 __all__ = [
     "ROW_ALIGN",
@@ -50,6 +51,7 @@ __all__ = [
     "StepWorkspace",
     "fuse_weights",
     "preprocess_gradient",
+    "adaptive_features",
     "lstm_step",
     "lstm_step_",
     "lstm_update",
@@ -139,7 +141,7 @@ class StepWorkspace:
         make = dict(dtype=dtype, device=device)
         # Uninitialised: every row is written before it is read (lstm_step_ zeroes the padding).
         self.grad = torch.empty(self.rows, **make)
-        self.hidden = torch.empty(self.rows, 2 * layers, hidden, **make)
+        self.hidden = torch.empty(self.rows, config.state_rows, hidden, **make)
         self._gates = torch.empty(self.rows, 4 * hidden, **make)
         self._inputs = torch.empty(self.rows * width, **make)
         self._scratch = torch.empty(self.rows, hidden, **make)
@@ -150,7 +152,7 @@ class StepWorkspace:
         """Numbers held per coordinate: gradient, state, gates, layer input, scratch, update."""
         hidden = config.hidden_size
         return (1 + config.state_size + 4 * hidden + max(config.input_size, hidden) + hidden
-                + hidden + 1)
+                + hidden + 1 + _head_temporaries(config))
 
     @property
     def nbytes(self) -> int:
@@ -178,13 +180,22 @@ def step_memory_bytes(rows: int, config: LSTMOptimizerConfig,
     per_row = StepWorkspace.floats_per_row(config) + _PREPROCESS_FLOATS_PER_ROW
     hidden, widths = config.hidden_size, [config.input_size] + [config.hidden_size] * (
         config.num_layers - 1)
-    phi = sum(4 * hidden * (w + hidden) + 4 * hidden for w in widths) + hidden + 1
+    phi = sum(4 * hidden * (w + hidden) + 4 * hidden for w in widths) + (
+        config.head_inputs + 1) * config.head_outputs
     itemsize = torch.empty(0, dtype=dtype).element_size()
     return (_aligned(rows) * per_row + 2 * phi) * itemsize
 
 
-# Live n-element temporaries of preprocess_gradient, counted generously (bool masks as floats).
-_PREPROCESS_FLOATS_PER_ROW = 12
+# Live n-element temporaries of preprocess_gradient, counted generously (bool masks as floats);
+# adaptive_features holds fewer than this too (8 new accumulators, 4 features, 8 temporaries).
+_PREPROCESS_FLOATS_PER_ROW = 24
+
+
+def _head_temporaries(config: LSTMOptimizerConfig) -> int:
+    """Floats per row that a direction-magnitude head allocates: [h; x], (d, s), exp(s), g."""
+    if config.update != "direction_magnitude":
+        return 0
+    return config.head_inputs + 2 + 2
 
 
 def _aligned(rows: int) -> int:
@@ -224,14 +235,62 @@ def preprocess_gradient(grad: torch.Tensor, config: LSTMOptimizerConfig) -> torc
     return torch.stack([log_part, sign_part], dim=1)
 
 
+def adaptive_features(grad: torch.Tensor, accumulators: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Scale-free LSTM inputs from running averages kept per coordinate (``features="adaptive"``).
+
+    ``accumulators`` has shape ``(n, k)`` with ``k >= 8``; its first 8 columns hold the momenta
+    :math:`m_j` (decays :math:`\beta_j \in` :data:`~learned_optim.network.MOMENTUM_DECAYS`),
+    the second moment :math:`v` (decay :math:`\beta_v` =
+    :data:`~learned_optim.network.SECOND_MOMENT_DECAY`) and their bias-correction weights
+    :math:`w`, all zero at the start. One step:
+
+    .. math::
+        m_j &\leftarrow \beta_j m_j + (1 - \beta_j) \nabla, \qquad
+        w_j \leftarrow \beta_j w_j + (1 - \beta_j) \\
+        v &\leftarrow \beta_v v + (1 - \beta_v) \nabla^2, \qquad
+        w_v \leftarrow \beta_v w_v + (1 - \beta_v) \\
+        x &= \operatorname{clip}\Big(\frac{(\nabla,\ m_1 / w_1,\ m_2 / w_2,\ m_3 / w_3)}
+             {\sqrt{v / w_v} + \epsilon},\ -10,\ 10\Big)
+
+    (:math:`w = 1 - \beta^t`: Adam's bias correction, kept per coordinate so the rule stays a
+    function of the gradient and the state alone). Multiplying every gradient by
+    :math:`c > 0` leaves :math:`x` unchanged (up to :math:`\epsilon = 10^{-12}`), the scale
+    invariance of Adam (Kingma & Ba 2015) that Metz et al. (2020) and Wichrowska et al. (2017)
+    build into learned optimizers. Feature 3, :math:`\hat m_{0.9} / \sqrt{\hat v}`, is
+    exactly Adam's direction.
+
+    Returns ``(x, new_accumulators)`` of shapes ``(n, 4)`` and ``(n, 8)``; elementwise
+    operations only, so every coordinate's result is the same whatever the block.
+    """
+    decays = MOMENTUM_DECAYS + (SECOND_MOMENT_DECAY,)
+    count = len(decays)
+    old = accumulators[:, :2 * count]
+    beta = grad.new_tensor(decays)
+    momenta = torch.addcmul(old[:, :count - 1] * beta[:-1], grad.unsqueeze(1),
+                            1.0 - beta[:-1].unsqueeze(0))
+    second = torch.addcmul(old[:, count - 1] * decays[-1], grad, grad, value=1.0 - decays[-1])
+    weights = old[:, count:] * beta + (1.0 - beta)
+    scale = torch.sqrt(second / weights[:, -1]) + _EPSILON
+    features = torch.cat([grad.unsqueeze(1), momenta / weights[:, :-1]], dim=1)
+    features = torch.clamp(features / scale.unsqueeze(1), -FEATURE_CLIP, FEATURE_CLIP)
+    return features, torch.cat([momenta, second.unsqueeze(1), weights], dim=1)
+
+
+# Added to the root of the second moment (absolute; gradients below ~1e-12 read as zero).
+_EPSILON = 1e-12
+
+
 def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
               weights: FusedLSTMWeights) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One step of the coordinatewise LSTM on a block of coordinates.
 
     Args:
         grad: gradients, shape ``(n,)``, in the dtype of ``weights``.
-        hidden: state, shape ``(n, 2 * num_layers, hidden_size)``; row ``2l`` is
-            :math:`h^{(l+1)}`, row ``2l + 1`` is :math:`c^{(l+1)}`.
+        hidden: state, shape ``(n, config.state_rows, hidden_size)``; row ``2l`` is
+            :math:`h^{(l+1)}`, row ``2l + 1`` is :math:`c^{(l+1)}`; with
+            ``features="adaptive"`` the last row's first 8 columns hold the accumulators of
+            :func:`adaptive_features`.
         weights: φ from :func:`fuse_weights`.
 
     Returns:
@@ -251,8 +310,21 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
     layer. Exponents are capped at 80 (:func:`_inv_one_plus_exp`), which moves no value by more
     than :math:`2 \cdot 10^{-35}` and keeps the meta-gradient of a saturated LSTM finite.
 
+    The paper's head (``update="additive"``) is :math:`g = \text{output\_scale} \cdot
+    (w^\top h^{(L)} + b)`. ``update="direction_magnitude"`` reads :math:`z = [h^{(L)}; x]` (the
+    last layer's output and the LSTM's inputs) and outputs a direction :math:`d` and a
+    log-magnitude :math:`s`,
+
+    .. math::
+        (d, s) = W z + b, \qquad
+        g = \text{output\_scale} \cdot d \cdot \exp(\min(\text{magnitude\_scale} \cdot s, 80))
+
+    (Metz et al. 2020, "Tasks, stability, architecture, and compute", parameterise the step the
+    same way, with small output scales, for stable meta-training).
+
     The step is bounded whatever the gradient and the state: every unit of the last layer has
-    :math:`|h'| = |\sigma(o)\tanh(c')| \le 1`, so (see :func:`update_bound`)
+    :math:`|h'| = |\sigma(o)\tanh(c')| \le 1` (and adaptive features are clipped to
+    :math:`\pm 10`), so :func:`update_bound` gives a bound from the head alone, e.g.
 
     .. math::
         |g| \le \text{output\_scale} \cdot \big(\lVert w \rVert_1 + |b|\big)
@@ -278,7 +350,7 @@ def lstm_step_(workspace: StepWorkspace, rows: int, weights: FusedLSTMWeights, *
 
     The caller has written the block's gradients into ``workspace.grad[:rows]`` and its state
     into ``workspace.hidden[:rows]``, or passes the state itself as ``hidden`` (contiguous,
-    shape ``(rows, 2 * num_layers, hidden_size)``, the workspace's dtype, ``rows`` a multiple of
+    shape ``(rows, config.state_rows, hidden_size)``, the workspace's dtype, ``rows`` a multiple of
     :data:`ROW_ALIGN`), which then is updated where it lies, with no copy in or out. Returns
     the update, a view ``(rows,)`` into the workspace that the next call overwrites.
     Bit-identical to :func:`lstm_step` on the same inputs.
@@ -307,7 +379,13 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
     works); with a workspace's buffers every result goes into them and ``hidden`` is
     overwritten with the new state. Same operations in the same order either way."""
     in_place = into is not _FRESH
-    layer_input = preprocess_gradient(grad, weights.config)
+    config = weights.config
+    accumulators = None
+    if config.features == "adaptive":
+        features, accumulators = adaptive_features(grad, hidden[:, 2 * config.num_layers])
+    else:
+        features = preprocess_gradient(grad, config)
+    layer_input = features
     new_states = []
     for layer, (weight, bias) in enumerate(weights.layers):
         h, c = hidden[:, 2 * layer], hidden[:, 2 * layer + 1]
@@ -324,9 +402,33 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         h_new = torch.addcmul(o, o, r_c, value=-2.0, out=h if in_place else None)
         new_states += [h_new, c_new]
         layer_input = h_new
-    update = torch.addmm(weights.head_bias, layer_input, weights.head_weight.t(), out=into.update)
-    update = torch.mul(update, weights.config.output_scale, out=into.update).squeeze(1)
+    if accumulators is not None:
+        row = 2 * config.num_layers
+        if in_place:
+            hidden[:, row, :accumulators.shape[1]].copy_(accumulators)
+        else:
+            new_states.append(F.pad(accumulators, (0, config.hidden_size - accumulators.shape[1])))
+    if config.update == "direction_magnitude":
+        update = _direction_magnitude(torch.cat([layer_input, features], dim=1), weights)
+        if in_place:
+            update = into.update.squeeze(1).copy_(update)
+    else:
+        update = torch.addmm(weights.head_bias, layer_input, weights.head_weight.t(),
+                             out=into.update)
+        update = torch.mul(update, config.output_scale, out=into.update).squeeze(1)
     return update, (hidden if in_place else torch.stack(new_states, dim=1))
+
+
+def _direction_magnitude(head_input: torch.Tensor, weights: FusedLSTMWeights) -> torch.Tensor:
+    """output_scale * d * exp(min(magnitude_scale * s, 80)) with (d, s) = W [h; x] + b."""
+    config = weights.config
+    # one matrix-vector product per output: a (K, 2) product rounds differently with the
+    # number of rows on CPU, and blocks of any size must give the same bits
+    direction, magnitude = (torch.addmm(weights.head_bias[k:k + 1], head_input,
+                                        weights.head_weight[k:k + 1].t()).squeeze(1)
+                            for k in range(2))
+    size = torch.exp(torch.clamp(magnitude * config.magnitude_scale, max=_EXP_CAP))
+    return direction * size * config.output_scale
 
 
 def _inv_one_plus_exp(x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
@@ -355,10 +457,27 @@ def update_bound(net: LSTMOptimizerNet) -> float:
     lies in :math:`(-1, 1)` for every unit, whatever the gradient or the hidden state. The
     optimizer's step on a coordinate is therefore at most ``lr * update_bound(net)``; the value
     is ``inf`` or ``nan`` only if φ holds non-finite values.
+
+    For ``update="direction_magnitude"`` the head reads :math:`[h; x]` with :math:`|x| \le C`
+    (:data:`~learned_optim.network.FEATURE_CLIP`: the config allows this head only with the
+    adaptive features) and
+
+    .. math::
+        |g| \le \text{output\_scale} \cdot D \cdot e^{\min(\text{magnitude\_scale} \cdot S, 80)}
+
+    where :math:`D` and :math:`S` are :math:`\lVert w_h \rVert_1 + C \lVert w_x \rVert_1 + |b|`
+    of the direction and the magnitude rows of the head.
     """
-    head = net.head
-    total = head.weight.detach().double().abs().sum() + head.bias.detach().double().abs().sum()
-    return float(total) * net.config.output_scale
+    config = net.config
+    weight = net.head.weight.detach().double()
+    bias = net.head.bias.detach().double()
+    if config.update != "direction_magnitude":
+        return float(weight.abs().sum() + bias.abs().sum()) * config.output_scale
+    hidden = config.hidden_size
+    rows = [float(weight[k, :hidden].abs().sum() + FEATURE_CLIP * weight[k, hidden:].abs().sum()
+                  + bias[k].abs()) for k in range(2)]
+    return config.output_scale * rows[0] * math.exp(min(config.magnitude_scale * rows[1],
+                                                        _EXP_CAP))
 
 
 def iter_chunks(sizes: Sequence[int], chunk_size: int) -> Iterator[list[tuple[int, int, int]]]:
@@ -400,7 +519,7 @@ def lstm_update(grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor],
 
     Args:
         grads: 1-D gradient tensors ``(n_i,)``.
-        hidden: matching states ``(n_i, 2 * num_layers, hidden_size)``.
+        hidden: matching states ``(n_i, config.state_rows, hidden_size)``.
         weights: φ from :func:`fuse_weights`; gradients flow back to it.
         chunk_size: coordinates per block (``None``: all at once).
 

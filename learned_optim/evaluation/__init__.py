@@ -7,6 +7,7 @@ separate test seeds, prints a markdown table and writes it with plots and raw cu
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -20,19 +21,28 @@ from .baselines import BASELINES, LR_GRID, QUICK_LR_GRID
 from .evaluate import OptimizerResult, RowResult, evaluate_row
 from .report import markdown_tables, write_report
 from .runner import OptimizerSpec, run_losses
-from .suites import PROTOCOLS, QUICK_ROWS, SUITES, Protocol, Row, protocol_for
+from .suites import PROTOCOLS, QUICK_ROWS, SUITES, Protocol, Row, learned, protocol_for
 
 __all__ = ["evaluate_suite", "evaluate_row", "select_rows", "markdown_tables", "write_report",
            "run_losses", "OptimizerSpec", "OptimizerResult", "RowResult", "Row", "Protocol",
            "SUITES", "PROTOCOLS", "BASELINES", "LR_GRID", "QUICK_LR_GRID"]
 
 
-def select_rows(suite: str, *, quick: bool = False, names: Sequence[str] | None = None
-                ) -> list[Row]:
-    """The rows of ``suite`` (all, the ``--quick`` subset, or those named)."""
+def select_rows(suite: str, *, quick: bool = False, names: Sequence[str] | None = None,
+                learned_weights: Sequence[str] | None = None) -> list[Row]:
+    """The rows of ``suite`` (all, the ``--quick`` subset, or those named); with
+    ``learned_weights`` (bundled names or bundle folders) those learned optimizers replace
+    each row's own, e.g. to compare design variants on the validation suite."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; known: {sorted(SUITES)}")
     rows = list(SUITES[suite])
+    if learned_weights:
+        specs = tuple(learned(w) for w in learned_weights)
+        labels = [spec.label for spec in specs]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"learned optimizers {list(learned_weights)} give the labels "
+                             f"{labels}; give each a distinct name or folder name")
+        rows = [dataclasses.replace(row, learned=specs) for row in rows]
     wanted = list(names) if names else (list(QUICK_ROWS[suite]) if quick else None)
     if wanted is None:
         return rows
@@ -45,11 +55,13 @@ def select_rows(suite: str, *, quick: bool = False, names: Sequence[str] | None 
 
 def evaluate_suite(suite: str, out: str | os.PathLike, *, quick: bool = False,
                    rows: Sequence[str] | None = None, progress: bool = True,
-                   plots: bool = True, command: str | None = None) -> str:
-    """Evaluate a suite, write its report into ``out``, return the markdown table."""
+                   plots: bool = True, command: str | None = None,
+                   learned_weights: Sequence[str] | None = None) -> str:
+    """Evaluate a suite, write its report into ``out``, return the markdown table
+    (``learned_weights``: see :func:`select_rows`)."""
     from tqdm.auto import tqdm
 
-    selected = select_rows(suite, quick=quick, names=rows)
+    selected = select_rows(suite, quick=quick, names=rows, learned_weights=learned_weights)
     protocol = protocol_for(suite, quick)
     total = sum(len(protocol.baselines) * 2 + 1 + len(row.learned) for row in selected)
     bar = tqdm(total=total, disable=not progress, desc=f"evaluate {suite}", unit="run")

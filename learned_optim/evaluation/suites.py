@@ -30,8 +30,10 @@ __all__ = ["Row", "Protocol", "SUITES", "QUICK_ROWS", "PROTOCOLS", "protocol_for
 
 
 def learned(weights: str, state_dtype: str | None = None) -> OptimizerSpec:
-    """A bundled learned optimizer, used as is (lr = 1, no tuning)."""
-    label = weights + (f" ({state_dtype} state)" if state_dtype else "")
+    """A learned optimizer, used as is (lr = 1, no tuning): a bundled name or a bundle folder
+    (labelled by the folder's name)."""
+    label = (weights.rstrip("/").rsplit("/", 1)[-1] if "/" in weights else weights) + (
+        f" ({state_dtype} state)" if state_dtype else "")
     return OptimizerSpec(label, "learned", weights=weights, state_dtype=state_dtype)
 
 

@@ -14,10 +14,11 @@ from .base import FunctionTaskFamily, Task, TaskFamily, named_routes
 from .digits import DigitsCNNFamily, DigitsMLPFamily
 from .neural_art import NeuralArtFamily
 from .quadratic import QuadraticFamily
+from .synthetic import TeacherRegressionFamily
 
 __all__ = ["Task", "TaskFamily", "FunctionTaskFamily", "MixtureFamily", "named_routes",
            "TASK_FAMILIES", "get_task_family", "QuadraticFamily", "DigitsMLPFamily",
-           "DigitsCNNFamily", "NeuralArtFamily"]
+           "DigitsCNNFamily", "NeuralArtFamily", "TeacherRegressionFamily"]
 
 
 class MixtureFamily(TaskFamily):
@@ -50,6 +51,22 @@ def _default_mixture() -> MixtureFamily:
     return MixtureFamily(members, name="mixture", horizon=200)
 
 
+def _wide_mixture() -> MixtureFamily:
+    """A wider distribution for ``default`` (issue 10): quadratics; digits MLPs with sigmoid,
+    tanh and ReLU of several widths, depths and batch sizes; and synthetic teacher-student
+    regressions at random target and initialisation scales. Only quadratics, the digits
+    training split and generated data: every held-out task stays unseen (GELU and ELU, the
+    other datasets, autoencoders, RNNs and the Rosenbrock function are never trained on)."""
+    members: list[TaskFamily] = [QuadraticFamily()]
+    for activation in ("sigmoid", "tanh", "relu"):
+        for hidden, layers, batch in ((20, 1, 128), (40, 2, 64), (80, 1, 32), (10, 2, 256)):
+            members.append(DigitsMLPFamily(hidden=hidden, layers=layers, activation=activation,
+                                           batch_size=batch, horizon=200,
+                                           name=f"digits-mlp-{activation}-{hidden}x{layers}"))
+    members += [TeacherRegressionFamily()] * 4
+    return MixtureFamily(members, name="mixture-wide", horizon=200)
+
+
 TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "quadratic": QuadraticFamily,
     "digits-mlp": DigitsMLPFamily,
@@ -64,6 +81,8 @@ TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "neural-art": NeuralArtFamily,
     "neural-art-128-stripes": lambda: NeuralArtFamily(size=128, style="stripes"),
     "mixture": _default_mixture,
+    "mixture-wide": _wide_mixture,
+    "teacher-regression": TeacherRegressionFamily,
 }
 
 

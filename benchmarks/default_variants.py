@@ -1,0 +1,91 @@
+"""Design variants for the ``default`` optimizer (issue 10), each meta-trained the same way.
+
+Every variant is the same coordinatewise 2-layer LSTM (20 units) and the same update rule;
+they differ only in config options (:class:`learned_optim.LSTMOptimizerConfig`) and in the
+meta-training distribution. Train one or more, then compare them on the *validation* suite
+(never on the held-out suite, which stays held out for the final table):
+
+    python benchmarks/default_variants.py --variants adaptive,adaptive-wide --out runs/variants
+    python -m learned_optim evaluate --suite validation \\
+        --learned default,runs/variants/adaptive,runs/variants/adaptive-wide \\
+        --out runs/evaluate-validation-variants
+
+Each bundle records its variant, config and wall time in its provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from learned_optim.meta import MetaTrainConfig, MetaTrainer
+from learned_optim.tasks import get_task_family
+
+_PAPER_NET = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10.0,
+                  output_scale=0.1)
+_ADAPTIVE_NET = dict(_PAPER_NET, features="adaptive", update="direction_magnitude",
+                     output_scale=0.01, magnitude_scale=1.0)
+# the old default's budget: 12 epochs x 16 tasks x 200 steps (about 8 minutes on one core)
+_BUDGET = dict(epochs=12, tasks_per_epoch=16, validation_tasks=4, meta_lr=3e-3, horizon=200)
+
+#: name -> (training family, validation family, MetaTrainConfig fields)
+VARIANTS = {
+    # the paper's inputs and head, old mixture: what `default` was before issue 10
+    "paper-net": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=_PAPER_NET)),
+    # scale-free momentum features + direction x exp(magnitude), started at Adam(lr=0.01)
+    "adaptive": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=_ADAPTIVE_NET)),
+    # adaptive features with the paper's additive head (no Adam start)
+    "adaptive-additive": ("mixture", "digits-mlp-relu",
+                          dict(_BUDGET, net=dict(_PAPER_NET, features="adaptive",
+                                                 output_scale=0.01))),
+    # the adaptive net on the wide mixture (ReLU MLPs, random-scale synthetic regressions)
+    "adaptive-wide": ("mixture-wide", "digits-mlp-relu", dict(_BUDGET, net=_ADAPTIVE_NET)),
+    # the same with 400-step runs (20 truncations of 20 steps each)
+    "adaptive-wide-long": ("mixture-wide", "digits-mlp-relu",
+                           dict(_BUDGET, net=_ADAPTIVE_NET, horizon=400)),
+}
+
+
+def train_variant(name: str, out: Path, seed: int = 0) -> dict:
+    family, validation, fields = VARIANTS[name]
+    config = MetaTrainConfig(**{**fields, "seed": seed})
+    trainer = MetaTrainer(get_task_family(family), config,
+                          validation_family=get_task_family(validation), name=name,
+                          command=f"python benchmarks/default_variants.py --variants {name} "
+                                  f"--out {out.parent}")
+    started = time.perf_counter()
+    bundle = trainer.train(progress=False)
+    bundle.provenance.update(variant=name, task_family=family, validation_task=validation,
+                             total_wall_time_s=round(time.perf_counter() - started, 1))
+    bundle.save_pretrained(out)
+    return bundle.provenance
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, from {list(VARIANTS)}")
+    parser.add_argument("--out", default="runs/variants")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = [n for n in args.variants.split(",") if n]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    print("| variant | best validation final loss | untrained | best epoch | seconds |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        provenance = train_variant(name, Path(args.out) / name, args.seed)
+        metrics = provenance["metrics"]
+        print(f"| {name} | {metrics['validation_final_loss']:.4g} | "
+              f"{metrics['untrained_validation_final_loss']:.4g} | {metrics['best_epoch']} | "
+              f"{provenance['total_wall_time_s']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

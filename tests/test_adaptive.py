@@ -1,0 +1,235 @@
+"""The config options of issue 10: adaptive (scale-free) features and the direction-magnitude
+head. Same network, same update rule; these pin down the math and the properties."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from learned_optim import (LearnedLSTMOptim, LSTMOptimizerConfig, LSTMOptimizerNet, WeightsBundle,
+                           fuse_weights, lstm_step, lstm_update)
+from learned_optim.errors import ConfigError
+from learned_optim.network import FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY
+from learned_optim.update import StepWorkspace, lstm_step_, step_memory_bytes, update_bound
+from test_update import mixed_gradients
+
+ADAPTIVE = dict(features="adaptive", update="direction_magnitude", output_scale=0.01)
+CONFIGS = [ADAPTIVE, dict(features="adaptive"),
+           dict(ADAPTIVE, magnitude_scale=3.0, hidden_size=8, num_layers=1)]
+
+
+def net_of(seed=0, **config):
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(**config), seed=seed)
+    with torch.no_grad():  # move away from the Adam start so every weight matters
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)))
+    return net.requires_grad_(False)
+
+
+def run_steps(net, grads, chunk_size=None, split=None):
+    weights = fuse_weights(net)
+    n = grads[0].shape[0]
+    hidden = net.initial_state(n, dtype=grads[0].dtype)
+    updates = []
+    for grad in grads:
+        parts = split or [n]
+        ups, states = lstm_update(list(grad.split(parts)), list(hidden.split(parts)), weights,
+                                  chunk_size=chunk_size)
+        updates.append(torch.cat(ups))
+        hidden = torch.cat(states)
+    return updates, hidden
+
+
+def reference_adaptive(net, grads):
+    """A per-coordinate loop in plain Python floats for the accumulators, nn.LSTMCell for the
+    layers and the head as written in the docstring."""
+    cfg = net.config
+    decays = list(MOMENTUM_DECAYS) + [SECOND_MOMENT_DECAY]
+    n = grads[0].shape[0]
+    acc = [[0.0] * 8 for _ in range(n)]
+    states = [[(torch.zeros(1, cfg.hidden_size, dtype=torch.float64),) * 2
+               for _ in range(cfg.num_layers)] for _ in range(n)]
+    out = []
+    for grad in grads:
+        step = []
+        for k in range(n):
+            g = float(grad[k])
+            a = acc[k]
+            for j, beta in enumerate(decays[:-1]):
+                a[j] = beta * a[j] + (1 - beta) * g
+            a[3] = decays[-1] * a[3] + (1 - decays[-1]) * g * g
+            for j, beta in enumerate(decays):
+                a[4 + j] = beta * a[4 + j] + (1 - beta)
+            root = math.sqrt(a[3] / a[7]) + 1e-12
+            x = [g / root] + [a[j] / a[4 + j] / root for j in range(3)]
+            x = [min(max(v, -FEATURE_CLIP), FEATURE_CLIP) for v in x]
+            inp = torch.tensor([x], dtype=torch.float64)
+            for layer, cell in enumerate(net.cells):
+                h, c = cell(inp, states[k][layer])
+                states[k][layer] = (h, c)
+                inp = h
+            z = torch.cat([inp[0], torch.tensor(x, dtype=torch.float64)])
+            d, s = (net.head.weight @ z + net.head.bias).tolist()
+            step.append(cfg.output_scale * d * math.exp(min(cfg.magnitude_scale * s, 80.0)))
+        out.append(torch.tensor(step, dtype=torch.float64))
+    return out
+
+
+def test_matches_the_per_coordinate_reference():
+    net = net_of(3, **ADAPTIVE).double()
+    grads = [mixed_gradients(23, torch.float64, seed=s) for s in range(4)]
+    for got, want in zip(run_steps(net, grads)[0], reference_adaptive(net, grads)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-15)
+
+
+def test_untrained_net_with_a_silent_lstm_steps_exactly_like_adam():
+    # The head starts at d = -m_0.9/sqrt(v), s = 0; with its weights on h zeroed, the rule is
+    # Adam(lr=output_scale, betas=(0.9, 0.999), eps=1e-12). torch.optim.Adam is the reference.
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(**ADAPTIVE), seed=0).double()
+    with torch.no_grad():
+        net.head.weight[:, :net.config.hidden_size] = 0.0
+    learned = torch.nn.Parameter(torch.randn(50, dtype=torch.float64))
+    adam = torch.nn.Parameter(learned.detach().clone())
+    ours = LearnedLSTMOptim([learned], weights=net)
+    theirs = torch.optim.Adam([adam], lr=0.01, betas=(0.9, 0.999), eps=1e-12)
+    for step in range(6):
+        grad = mixed_gradients(50, torch.float64, seed=step) + 0.01
+        for p, opt in ((learned, ours), (adam, theirs)):
+            p.grad = grad.clone()
+            opt.step()
+    torch.testing.assert_close(learned.detach(), adam.detach(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_steps_do_not_depend_on_the_scale_of_the_gradient(config):
+    net = net_of(1, **config).double()
+    grads = [torch.randn(40, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
+             for s in range(5)]
+    base, _ = run_steps(net, grads)
+    for scale in (1e-3, 1e4):  # far above epsilon = 1e-12
+        scaled, _ = run_steps(net, [g * scale for g in grads])
+        for a, b in zip(base, scaled):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)
+
+
+def test_paper_features_do_depend_on_the_scale():  # the contrast: log/sign is not invariant
+    net = net_of(1).double()
+    grads = [torch.randn(40, dtype=torch.float64)]
+    assert not torch.allclose(run_steps(net, grads)[0][0], run_steps(net, [grads[0] * 1e4])[0][0])
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("chunk_size,split", [(1, None), (7, None), (64, [5, 300, 3, 93]),
+                                              (256, [1] * 9 + [392])])
+def test_bit_exact_across_chunks_and_splits(config, chunk_size, split):
+    net = net_of(2, **config)
+    grads = [mixed_gradients(401, seed=s) for s in range(3)]
+    whole, whole_hidden = run_steps(net, grads)
+    parts, parts_hidden = run_steps(net, grads, chunk_size=chunk_size, split=split)
+    assert all(torch.equal(a, b) for a, b in zip(whole, parts))
+    assert torch.equal(whole_hidden, parts_hidden)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows", [1, 8, 37])
+def test_in_place_step_is_bit_identical(config, dtype, rows):
+    net = net_of(4, **config).to(dtype)
+    weights = fuse_weights(net)
+    hidden = net.initial_state(rows, dtype=dtype)
+    workspace = StepWorkspace(64, net.config, dtype=dtype)
+    workspace.hidden.fill_(float("nan"))
+    for seed in range(3):  # three steps, so the accumulators are read back
+        grad = mixed_gradients(rows, dtype, seed=seed)
+        expected_update, hidden = lstm_step(grad, hidden, weights)
+        workspace.grad[:rows] = grad
+        if seed == 0:
+            workspace.hidden[:rows] = net.initial_state(rows, dtype=dtype)
+        update = lstm_step_(workspace, rows, weights)
+        assert torch.equal(update, expected_update)
+        assert torch.equal(workspace.hidden[:rows], hidden)
+    assert workspace.nbytes <= step_memory_bytes(64, net.config, dtype)
+
+
+@pytest.mark.parametrize("config", [ADAPTIVE, CONFIGS[2]])
+def test_update_bound_holds_for_any_gradient_and_state(config):
+    net = net_of(5, **config).double()
+    bound = update_bound(net)
+    assert math.isfinite(bound)
+    weights = fuse_weights(net)
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(500, net.config.state_rows, net.config.hidden_size, generator=g,
+                         dtype=torch.float64) * 50
+    hidden[:, -1, 4:8] = torch.rand(500, 4, generator=g, dtype=torch.float64)  # weights in (0,1)
+    hidden[:, -1, 3] = hidden[:, -1, 3].abs()  # a second moment is >= 0
+    grad = torch.randn(500, generator=g, dtype=torch.float64) * 1e6
+    update, _ = lstm_step(grad, hidden, weights)
+    assert update.abs().max() <= bound
+
+
+def test_meta_gradient_reaches_every_weight():
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(**ADAPTIVE), seed=0)
+    grads = [mixed_gradients(30, seed=s) for s in range(3)]
+    weights = fuse_weights(net)
+    hidden = net.initial_state(30)
+    total = 0.0
+    for grad in grads:
+        (update,), (hidden,) = lstm_update([grad], [hidden], weights)
+        total = total + update.square().sum()
+    total.backward()
+    for name, param in net.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_old_configs_without_the_new_fields_still_load():
+    old = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10.0, output_scale=0.1)
+    config = LSTMOptimizerConfig.from_dict(old)
+    assert (config.features, config.update, config.magnitude_scale) == \
+        ("gradient", "additive", 1.0)
+    assert config.state_rows == 4 and config.input_size == 2
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(features="momentum"), "features='momentum'.*'gradient', 'adaptive'"),
+    (dict(update="multiplicative"), "update='multiplicative'"),
+    (dict(magnitude_scale=0.0), "magnitude_scale=0.0"),
+    (dict(magnitude_scale=float("inf")), "magnitude_scale=inf"),
+    (dict(features="adaptive", hidden_size=6), "hidden_size=6.*at least 8"),
+    (dict(update="direction_magnitude"), "update='direction_magnitude'.*unless "
+                                         "features='adaptive'"),
+])
+def test_bad_new_fields_are_refused(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        LSTMOptimizerConfig(**fields)
+
+
+def test_optimizer_keeps_the_accumulators_through_state_dict(tmp_path):
+    bundle = WeightsBundle({"fc": net_of(6, **ADAPTIVE)}, name="adaptive-test")
+    bundle.save_pretrained(tmp_path / "b")
+
+    def model_and_optimizer():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+        return model, LearnedLSTMOptim(model.parameters(), weights=str(tmp_path / "b"))
+
+    def train(model, optimizer, steps, start):
+        for step in range(start, start + steps):
+            x = torch.randn(16, 5, generator=torch.Generator().manual_seed(step))
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+
+    model, optimizer = model_and_optimizer()
+    train(model, optimizer, 3, 0)
+    state = optimizer.state[model[0].weight]["hidden"]
+    assert state.shape == (20, 5, 20)
+    assert (state[:, 4, 4:8] > 0).all()  # bias-correction weights have started to grow
+    saved_model, saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    train(model, optimizer, 3, 3)
+    resumed_model, resumed = model_and_optimizer()
+    resumed_model.load_state_dict(saved_model)
+    resumed.load_state_dict(saved)
+    train(resumed_model, resumed, 3, 3)
+    for a, b in zip(model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
