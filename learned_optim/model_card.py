@@ -129,12 +129,16 @@ def _front_matter(bundle: "WeightsBundle") -> str:
 
 
 def _architecture_section(bundle: "WeightsBundle") -> str:
-    rows = ["| route | hidden size | layers | preprocessing | p | output scale |",
+    rows = ["| route | hidden size | layers | inputs | step | output scale |",
             "|---|---|---|---|---|---|"]
     for route in bundle.routes:
         config = bundle.nets[route].config
-        rows.append(f"| `{route}` | {config.hidden_size} | {config.num_layers} | "
-                    f"`{config.preprocessing}` | {config.p:g} | {config.output_scale:g} |")
+        inputs = ("adaptive (gradient and 3 momenta over RMS)" if config.features == "adaptive"
+                  else f"`{config.preprocessing}` gradient, p={config.p:g}")
+        step = ("additive" if config.update == "additive"
+                else f"direction x exp({config.magnitude_scale:g} * magnitude)")
+        rows.append(f"| `{route}` | {config.hidden_size} | {config.num_layers} | {inputs} | "
+                    f"{step} | {config.output_scale:g} |")
     return ("## Architecture\n\n"
             "One LSTM net per route (`fc` for everything by default, `conv` for convolution "
             "layers when present), applied to every coordinate with shared weights.\n\n"

@@ -374,7 +374,7 @@ def test_upload_folder_holds_weights_config_and_card(tmp_path):
     assert "from learned_optim import LearnedLSTMOptim\n" \
            "optimizer = LearnedLSTMOptim(model.parameters(), weights=\"me/my-optim\")" in text
     for value in ("`quadratic`", PROVENANCE["command"], "- Seeds: `3`", "validation_meta_loss",
-                  "`0.125`", bundle.fingerprint(), "| `conv` | 8 | 2 | `clamped` | 5 | 0.01 |"):
+                  "`0.125`", bundle.fingerprint(), "| `conv` | 8 | 2 | `clamped` gradient, p=5 | additive | 0.01 |"):
         assert value in text, value
 
 
