@@ -199,10 +199,25 @@ def test_suites_have_every_row_the_evidence_needs():
 
 
 def test_evaluation_only_data_is_never_meta_trained_on():
+    def flagged(description):  # a mixture lists its members' descriptions
+        return "evaluation_only" in description or any(
+            flagged(member) for member in description.get("members", ()))
+
     for preset in PRESETS.values():
         for name in filter(None, (preset.task, preset.validation_task)):
-            assert "evaluation_only" not in get_task_family(name).describe()
-    assert IrisFamily().describe()["evaluation_only"] is True
+            assert not flagged(get_task_family(name).describe()), name
+    assert flagged(IrisFamily().describe())
+    assert flagged({"name": "mix", "members": [IrisFamily().describe()]})
+
+
+def test_learned_weights_replace_every_rows_own(tmp_path):
+    rows = select_rows("validation", learned_weights=["default", str(tmp_path / "variant-a")])
+    assert len(rows) == len(SUITES["validation"])
+    for row in rows:
+        assert [spec.label for spec in row.learned] == ["default", "variant-a"]
+        assert row.learned[1].weights == str(tmp_path / "variant-a")
+    with pytest.raises(ValueError, match="distinct"):
+        select_rows("validation", learned_weights=["a/x", "b/x"])
 
 
 # -- the command ---------------------------------------------------------------------------
