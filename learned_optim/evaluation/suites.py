@@ -21,6 +21,7 @@ from ..tasks.heldout import (AddingRNNFamily, DigitsAutoencoderFamily, Rosenbroc
                              TabularFamily)
 from ..tasks.neural_art import NeuralArtFamily
 from ..tasks.quadratic import QuadraticFamily
+from ..tasks.synthetic import TeacherRegressionFamily
 from ..tasks.transfer import (IrisFamily, LinnerudFamily, SequenceAttentionFamily,
                               SyntheticClassificationFamily, SyntheticRegressionFamily)
 from .baselines import LR_GRID, QUICK_LR_GRID
@@ -178,6 +179,14 @@ VALIDATION_ROWS = (
                                                         batch_size=32, horizon=1000,
                                                         name="val-digits-tanh-wide"),
         1000, _DEFAULT, "digits train images, tanh MLP 64-128-10, batch 32"),
+    Row("val-teacher-raw-scale",
+        lambda: TeacherRegressionFamily(horizon=1000, name="val-teacher-raw-scale",
+                                        target_scale=300.0, normalised_loss=False),
+        1000, _DEFAULT, "synthetic teacher-student regression, targets x300, plain squared "
+                        "error (loss ~1e5 at start)"),
+    Row("val-digits-sigmoid-5000", lambda: DigitsMLPFamily(horizon=5000,
+                                                           name="val-digits-sigmoid-5000"),
+        5000, _DEFAULT, "digits train images, the paper's sigmoid MLP 64-20-10, 5,000 steps"),
 )
 
 SUITES: dict[str, tuple[Row, ...]] = {"paper": PAPER_ROWS, "transfer": TRANSFER_ROWS,

@@ -32,8 +32,13 @@ _SAMPLES = 512
 class TeacherRegressionFamily(TaskFamily):
     """Random teacher-student regressions at random target and initialisation scales."""
 
-    def __init__(self, horizon: int = 200, name: str = "teacher-regression"):
+    def __init__(self, horizon: int = 200, name: str = "teacher-regression", *,
+                 target_scale: float | None = None, normalised_loss: bool = True):
+        """``target_scale``: a fixed :math:`s` instead of a random one; ``normalised_loss=False``
+        reports the plain squared error (of order :math:`s^2`), as a user's raw regression
+        would."""
         self.horizon, self.name = horizon, name
+        self.target_scale, self.normalised_loss = target_scale, normalised_loss
 
     def sample(self, seed: int) -> Task:
         g = torch.Generator().manual_seed(seed)
@@ -51,6 +56,8 @@ class TeacherRegressionFamily(TaskFamily):
         clean = torch.tanh(x @ w1) @ w2
         clean = clean / clean.std().clamp_min(1e-3)
         target_scale = 10.0 ** uniform(0.0, 2.5)
+        if self.target_scale is not None:
+            target_scale = float(self.target_scale)
         y = target_scale * (clean + 0.1 * torch.randn(_SAMPLES, 1, generator=g))
         activation = pick(("relu", "tanh", "sigmoid"))
         hidden, layers = pick((16, 32)), pick((1, 2))
@@ -68,7 +75,7 @@ class TeacherRegressionFamily(TaskFamily):
             index = torch.randint(0, _SAMPLES, (batch_size,), generator=batch)
             return x[index], y[index]
 
-        inverse_square = 1.0 / target_scale ** 2
+        inverse_square = 1.0 / target_scale ** 2 if self.normalised_loss else 1.0
 
         def loss_fn(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             return F.mse_loss(outputs, targets) * inverse_square
@@ -76,6 +83,8 @@ class TeacherRegressionFamily(TaskFamily):
         return Task(model=model, params=params, sample_batch=sample_batch, loss_fn=loss_fn)
 
     def describe(self):
-        return {**super().describe(), "samples": _SAMPLES, "target_scale": "10^U(0, 2.5)",
+        scale = "10^U(0, 2.5)" if self.target_scale is None else self.target_scale
+        return {**super().describe(), "samples": _SAMPLES, "target_scale": scale,
+                "normalised_loss": self.normalised_loss,
                 "init_scale": "10^U(-0.5, 0.5)", "student": "relu|tanh|sigmoid MLP, 1-2 x "
                 "16|32, batch 16|64|512"}
