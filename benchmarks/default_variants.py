@@ -16,11 +16,13 @@ Each bundle records its variant, config and wall time in its provenance.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
 import torch
 
+from learned_optim import LSTMOptimizerNet, WeightsBundle
 from learned_optim.meta import MetaTrainConfig, MetaTrainer
 from learned_optim.tasks import get_task_family
 
@@ -37,6 +39,9 @@ VARIANTS = {
     "paper-net": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=_PAPER_NET)),
     # scale-free momentum features + direction x exp(magnitude), started at Adam(lr=0.01)
     "adaptive": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=_ADAPTIVE_NET)),
+    # no meta-training at all: the Adam start of the adaptive net (Adam(lr=0.01) plus the
+    # small random head weights on h), to show what meta-training adds
+    "adaptive-untrained": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=_ADAPTIVE_NET)),
     # adaptive features with the paper's additive head (no Adam start)
     "adaptive-additive": ("mixture", "digits-mlp-relu",
                           dict(_BUDGET, net=dict(_PAPER_NET, features="adaptive",
@@ -52,6 +57,17 @@ VARIANTS = {
 def train_variant(name: str, out: Path, seed: int = 0) -> dict:
     family, validation, fields = VARIANTS[name]
     config = MetaTrainConfig(**{**fields, "seed": seed})
+    if name.endswith("-untrained"):
+        net = LSTMOptimizerNet(config.net_config, seed=seed)  # as MetaTrainer initialises it
+        bundle = WeightsBundle({"fc": net}, name=name, provenance={
+            "variant": name, "seed": seed, "config": config.to_dict(), "epochs": 0,
+            "command": f"python benchmarks/default_variants.py --variants {name} "
+                       f"--out {out.parent}",
+            "metrics": {"validation_final_loss": math.nan, "best_epoch": 0,
+                        "untrained_validation_final_loss": math.nan},
+            "total_wall_time_s": 0.0})
+        bundle.save_pretrained(out)
+        return bundle.provenance
     trainer = MetaTrainer(get_task_family(family), config,
                           validation_family=get_task_family(validation), name=name,
                           command=f"python benchmarks/default_variants.py --variants {name} "

@@ -261,16 +261,23 @@ def adaptive_features(grad: torch.Tensor, accumulators: torch.Tensor
     exactly Adam's direction.
 
     Returns ``(x, new_accumulators)`` of shapes ``(n, 4)`` and ``(n, 8)``; elementwise
-    operations only, so every coordinate's result is the same whatever the block.
+    operations only, so every coordinate's result is the same whatever the block. Any finite
+    state and gradient give finite results (overflowing squares saturate at the dtype's
+    largest value; a negative second moment or weight, which only a corrupted state can hold,
+    is clamped).
     """
     decays = MOMENTUM_DECAYS + (SECOND_MOMENT_DECAY,)
     count = len(decays)
     old = accumulators[:, :2 * count]
     beta = grad.new_tensor(decays)
+    largest = torch.finfo(grad.dtype).max
     momenta = torch.addcmul(old[:, :count - 1] * beta[:-1], grad.unsqueeze(1),
-                            1.0 - beta[:-1].unsqueeze(0))
+                            1.0 - beta[:-1].unsqueeze(0)).clamp(-largest, largest)
     second = torch.addcmul(old[:, count - 1] * decays[-1], grad, grad, value=1.0 - decays[-1])
-    weights = old[:, count:] * beta + (1.0 - beta)
+    # Guards that change nothing for a state this function wrote (v >= 0, w >= 1 - beta), but
+    # keep any finite state finite: g^2 can overflow, a corrupted state can be negative.
+    second = second.clamp(0.0, largest)
+    weights = torch.maximum(old[:, count:] * beta + (1.0 - beta), 1.0 - beta)
     scale = torch.sqrt(second / weights[:, -1]) + _EPSILON
     features = torch.cat([grad.unsqueeze(1), momenta / weights[:, :-1]], dim=1)
     features = torch.clamp(features / scale.unsqueeze(1), -FEATURE_CLIP, FEATURE_CLIP)

@@ -439,18 +439,22 @@ def test_ten_thousand_steps_of_default_on_digits_stay_finite_and_bounded():
     assert full < 0.25 * first_loss, (first_loss, full)
 
 
-@pytest.mark.parametrize("name", ["default", "l2l-quadratic", "random"])
+@pytest.mark.parametrize("name", ["default", "l2l-quadratic", "random", "random-adaptive"])
 def test_update_never_exceeds_its_bound_on_extreme_inputs(name):
-    """|update| <= output_scale * (||w||_1 + |b|) for any gradient and any (finite) state,
-    including huge or tiny gradients and cell states far outside what training produces."""
-    net = random_net(3) if name == "random" else resolve_weights(name).nets["fc"]
+    """|update| <= update_bound(net) for any gradient and any (finite) state, including huge
+    or tiny gradients, cell states far outside what training produces and (adaptive nets)
+    accumulators no run can write: negative second moments and bias-correction weights."""
+    nets = {"random": lambda: random_net(3),
+            "random-adaptive": lambda: random_net(3, features="adaptive",
+                                                  update="direction_magnitude")}
+    net = nets[name]() if name in nets else resolve_weights(name).nets["fc"]
     g = torch.Generator().manual_seed(0)
     n = 4096
     magnitudes = 10.0 ** torch.empty(n).uniform_(-38, 38, generator=g)
     grad = magnitudes * torch.randn(n, generator=g).sign()
     grad[:4] = torch.tensor([0.0, -0.0, 3e38, -3e38])
-    hidden = torch.randn(n, 4, 20, generator=g) * 10.0 ** torch.empty(n, 1, 1).uniform_(
-        -3, 30, generator=g)
+    hidden = torch.randn(n, net.config.state_rows, 20, generator=g) * 10.0 ** torch.empty(
+        n, 1, 1).uniform_(-3, 30, generator=g)
     update, new_hidden = lstm_step(grad, hidden, fuse_weights(net))
     bound = update_bound(net)
     assert torch.isfinite(update).all() and torch.isfinite(new_hidden).all()
