@@ -48,6 +48,14 @@ VARIANTS = {
                                                  output_scale=0.01))),
     # the adaptive net on the wide mixture (ReLU MLPs, random-scale synthetic regressions)
     "adaptive-wide": ("mixture-wide", "digits-mlp-relu", dict(_BUDGET, net=_ADAPTIVE_NET)),
+    # the wide mixture with a log-loss meta-objective (late, small losses count as much as
+    # early, large ones)
+    "adaptive-wide-log": ("mixture-wide", "digits-mlp-relu",
+                          dict(_BUDGET, net=_ADAPTIVE_NET, meta_objective="log_loss")),
+    # the same with 400-step runs
+    "adaptive-wide-log-long": ("mixture-wide", "digits-mlp-relu",
+                               dict(_BUDGET, net=_ADAPTIVE_NET, meta_objective="log_loss",
+                                    horizon=400)),
     # the same with 400-step runs (20 truncations of 20 steps each)
     "adaptive-wide-long": ("mixture-wide", "digits-mlp-relu",
                            dict(_BUDGET, net=_ADAPTIVE_NET, horizon=400)),

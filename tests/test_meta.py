@@ -256,3 +256,24 @@ def test_final_step_weighting_leaves_phi_alone_on_truncations_without_a_weighted
     again, _ = trainer.meta_loss(task, start(task, trainer.nets), 10)  # no weighted step
     trainer._meta_update(again)  # must not move φ, even with Adam's momentum
     assert all(torch.equal(v, trainer._net_state()[k]) for k, v in moved.items())
+
+
+def test_log_loss_objective_is_the_mean_log_of_the_unrolled_losses():
+    trainer = MetaTrainer(short_quadratics(), tiny_config(meta_objective="log_loss"))
+    task = short_quadratics().sample(7)
+    losses = evaluate(task, trainer.nets, 5)  # f(θ_0) .. f(θ_5), without a graph
+    meta_loss, state = trainer.meta_loss(task, start(task, trainer.nets), 5)
+    expected = sum(math.log(f + 1e-8) for f in losses[1:]) / 5
+    assert state.step == 5
+    assert math.isclose(float(meta_loss), expected, rel_tol=1e-5)
+    meta_loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in trainer._meta_params())
+    plain = MetaTrainer(short_quadratics(), tiny_config())
+    plain_loss, _ = plain.meta_loss(task, start(task, plain.nets), 5)
+    assert math.isclose(float(plain_loss), sum(losses[1:]) / 5, rel_tol=1e-5)
+
+
+def test_unknown_meta_objective_is_refused():
+    with pytest.raises(ConfigError, match="meta_objective must be 'loss' or 'log_loss'"):
+        tiny_config(meta_objective="log")

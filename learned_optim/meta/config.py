@@ -34,6 +34,10 @@ class MetaTrainConfig:
     grad_clip: float = 1.0
     # Meta-loss weights w_t: "uniform" (w_t = 1, paper) or "final" (last step only).
     loss_weights: str = "uniform"
+    # What each weighted step contributes: "loss" (f(θ_t), paper) or "log_loss"
+    # (log(f(θ_t) + 1e-8): every halving of the loss counts the same, early or late, so the
+    # meta-gradient is not dominated by the first steps' large losses; scale-free across tasks).
+    meta_objective: str = "loss"
     # Fresh validation optimizees per epoch (seeds disjoint from training seeds).
     validation_tasks: int = 8
     # Master seed: net initialisation and every sampled task derive from it.
@@ -71,6 +75,9 @@ class MetaTrainConfig:
         if self.loss_weights not in ("uniform", "final"):
             raise ConfigError("MetaTrainConfig.loss_weights must be 'uniform' or 'final', "
                               f"got {self.loss_weights!r}")
+        if self.meta_objective not in ("loss", "log_loss"):
+            raise ConfigError("MetaTrainConfig.meta_objective must be 'loss' or 'log_loss', "
+                              f"got {self.meta_objective!r}")
         LSTMOptimizerConfig.from_dict(self.net)  # validates the net fields
 
     @property

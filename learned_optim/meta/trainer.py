@@ -48,6 +48,10 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 _VALIDATION_SEED_OFFSET = 1_000_000_007
 
 
+# Added to f inside the log of meta_objective="log_loss" (the losses here are >= 0).
+_LOG_LOSS_FLOOR = 1e-8
+
+
 def _task_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + index) % (2**31)
 
@@ -148,6 +152,12 @@ class MetaTrainer:
             return 1.0 if step == self.config.horizon else 0.0
         return 1.0
 
+    def _objective(self, loss: torch.Tensor) -> torch.Tensor:
+        r"""One step's term of the meta-loss: :math:`f` or :math:`\log(f + 10^{-8})`."""
+        if self.config.meta_objective == "log_loss":
+            return torch.log(loss + _LOG_LOSS_FLOOR)
+        return loss
+
     def meta_loss(self, task: Task, state, steps: int):
         """Unroll ``steps`` steps from ``state`` keeping the graph; return (meta-loss, state)."""
         weights = {route: fuse_weights(net) for route, net in self.nets.items()}
@@ -159,7 +169,7 @@ class MetaTrainer:
             loss = task.loss(state.params, state.step)
             w = self._loss_weight(state.step)
             if w:
-                total = total + w * loss
+                total = total + w * self._objective(loss)
                 terms += 1
         # A truncation with no weighted step (loss_weights="final") gives a constant: no update.
         return (total / terms if terms else loss.detach() * 0.0), state
