@@ -1,0 +1,57 @@
+"""One line per learned optimizer from ``evaluate`` results: how it compares with tuned Adam.
+
+    python benchmarks/summarize_validation.py runs/evaluate-validation-*/results.json
+
+For each learned optimizer found in the given ``results.json`` files: wins / ties / losses
+against tuned Adam on final loss (the paired verdicts of the table), and the geometric means
+over rows of its final loss and of its mean loss divided by tuned Adam's (below 1: better
+than tuned Adam on average; every row counts the same, whatever its loss scale). This is
+the criterion `default` was chosen by (README, "How `default` was made").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import defaultdict
+
+TUNED_ADAM = "Adam (tuned)"
+
+
+def summarize(paths: list[str]) -> list[str]:
+    ratios: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
+    verdicts: dict[str, dict[str, str]] = defaultdict(dict)
+    for path in paths:
+        with open(path) as handle:
+            results = json.load(handle)
+        for row in results["rows"]:
+            by_label = {o["label"]: o for o in row["optimizers"]}
+            adam = by_label[TUNED_ADAM]
+            for label, comparison in row["learned_vs_tuned_adam"].items():
+                mine = by_label[label]
+                ratios[label][row["row"]] = (mine["final_loss"] / adam["final_loss"],
+                                             mine["mean_loss"] / adam["mean_loss"])
+                verdicts[label][row["row"]] = comparison["verdict"]
+    lines = ["| learned optimizer | wins / ties / losses vs tuned Adam | geometric mean of final "
+             "loss / tuned Adam's | same for mean loss | rows |",
+             "|---|---|---|---|---|"]
+    for label, rows in ratios.items():
+        counts = [sum(v == kind for v in verdicts[label].values())
+                  for kind in ("wins", "tie", "loses")]
+        finals, means = ([math.log(r[k]) if r[k] > 0 else -math.inf for r in rows.values()]
+                         for k in (0, 1))
+        lines.append(f"| {label} | {counts[0]} / {counts[1]} / {counts[2]} | "
+                     f"{math.exp(sum(finals) / len(finals)):.3g} | "
+                     f"{math.exp(sum(means) / len(means)):.3g} | {len(rows)} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", help="results.json files written by evaluate")
+    print("\n".join(summarize(parser.parse_args().results)))
+
+
+if __name__ == "__main__":
+    main()
