@@ -24,12 +24,11 @@ import torch
 
 from learned_optim import LSTMOptimizerNet, WeightsBundle
 from learned_optim.meta import MetaTrainConfig, MetaTrainer
-from learned_optim.meta.presets import ADAPTIVE_NET
+from learned_optim.meta.presets import ADAPTIVE_NET  # the net of the `default` preset
 from learned_optim.tasks import get_task_family
 
 _PAPER_NET = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10.0,
                   output_scale=0.1)
-_ADAPTIVE_NET = ADAPTIVE_NET  # the net of the `default` preset
 # the old default's budget: 12 epochs x 16 tasks x 200 steps (about 8 minutes on one core)
 _BUDGET = dict(epochs=12, tasks_per_epoch=16, validation_tasks=4, meta_lr=3e-3, horizon=200)
 
@@ -38,28 +37,28 @@ VARIANTS = {
     # the paper's inputs and head, old mixture: what `default` was before issue 10
     "paper-net": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=_PAPER_NET)),
     # scale-free momentum features + direction x exp(magnitude), started at Adam(lr=0.01)
-    "adaptive": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=_ADAPTIVE_NET)),
+    "adaptive": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=ADAPTIVE_NET)),
     # no meta-training at all: the Adam start of the adaptive net (Adam(lr=0.01) plus the
     # small random head weights on h), to show what meta-training adds
-    "adaptive-untrained": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=_ADAPTIVE_NET)),
+    "adaptive-untrained": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=ADAPTIVE_NET)),
     # adaptive features with the paper's additive head (no Adam start)
     "adaptive-additive": ("mixture", "digits-mlp-relu",
                           dict(_BUDGET, net=dict(_PAPER_NET, features="adaptive",
                                                  output_scale=0.01))),
     # the adaptive net on the wide mixture (ReLU MLPs, random-scale synthetic regressions)
-    "adaptive-wide": ("mixture-wide", "digits-mlp-relu", dict(_BUDGET, net=_ADAPTIVE_NET)),
+    "adaptive-wide": ("mixture-wide", "digits-mlp-relu", dict(_BUDGET, net=ADAPTIVE_NET)),
     # the wide mixture with a log-loss meta-objective (late, small losses count as much as
     # early, large ones)
     "adaptive-wide-log": ("mixture-wide", "digits-mlp-relu",
-                          dict(_BUDGET, net=_ADAPTIVE_NET, meta_objective="log_loss")),
+                          dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss")),
     # the same with 400-step runs: the best on --suite validation, so the `default` preset
     # (same config, same seed: the same weights)
     "adaptive-wide-log-long": ("mixture-wide", "digits-mlp-relu",
-                               dict(_BUDGET, net=_ADAPTIVE_NET, meta_objective="log_loss",
+                               dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
                                     horizon=400)),
     # the same with 400-step runs (20 truncations of 20 steps each)
     "adaptive-wide-long": ("mixture-wide", "digits-mlp-relu",
-                           dict(_BUDGET, net=_ADAPTIVE_NET, horizon=400)),
+                           dict(_BUDGET, net=ADAPTIVE_NET, horizon=400)),
 }
 
 

@@ -30,7 +30,9 @@ Two entry points run the same math (:func:`_lstm_math`):
 
 * :func:`lstm_step` is functional and differentiable (the MetaTrainer keeps the graph);
 * :func:`lstm_step_` runs in place in a preallocated :class:`StepWorkspace` (no autograd, no
-  allocation per block beyond the gradient preprocessing), for the optimizer's ``step()``.
+  allocation per block beyond the gradient preprocessing, the adaptive features and the
+  direction-magnitude head, all counted by :func:`step_memory_bytes`), for the optimizer's
+  ``step()``.
   Its results are bit-identical to :func:`lstm_step`'s (tested).
 """
 
@@ -387,9 +389,9 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
     overwritten with the new state. Same operations in the same order either way."""
     in_place = into is not _FRESH
     config = weights.config
-    accumulators = None
+    accumulators, accumulator_row = None, 2 * config.num_layers  # the row after every (h, c)
     if config.features == "adaptive":
-        features, accumulators = adaptive_features(grad, hidden[:, 2 * config.num_layers])
+        features, accumulators = adaptive_features(grad, hidden[:, accumulator_row])
     else:
         features = preprocess_gradient(grad, config)
     layer_input = features
@@ -410,9 +412,8 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         new_states += [h_new, c_new]
         layer_input = h_new
     if accumulators is not None:
-        row = 2 * config.num_layers
         if in_place:
-            hidden[:, row, :accumulators.shape[1]].copy_(accumulators)
+            hidden[:, accumulator_row, :accumulators.shape[1]].copy_(accumulators)
         else:
             new_states.append(F.pad(accumulators, (0, config.hidden_size - accumulators.shape[1])))
     if config.update == "direction_magnitude":
