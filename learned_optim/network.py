@@ -233,7 +233,7 @@ def _start_like_adam(head: nn.Linear, config: LSTMOptimizerConfig) -> None:
     exactly Adam's direction :math:`\hat m / \sqrt{\hat v}`; the direction output starts as
     minus that feature (plus the small random weights on ``h`` that break symmetry), the
     magnitude output starts at zero, so the first steps are
-    :math:`-	ext{output\_scale} \cdot \hat m / \sqrt{\hat v}`, and meta-training learns the
+    :math:`-\text{output\_scale} \cdot \hat m / \sqrt{\hat v}`, and meta-training learns the
     departures from it (Metz et al. 2020 start learned optimizers near a hand-designed one too).
     """
     hidden = config.hidden_size
