@@ -59,6 +59,25 @@ VARIANTS = {
     # the same with 400-step runs (20 truncations of 20 steps each)
     "adaptive-wide-long": ("mixture-wide", "digits-mlp-relu",
                            dict(_BUDGET, net=ADAPTIVE_NET, horizon=400)),
+    # issue 10, second round: 800-step runs (40 truncations of 20 steps each), since longer
+    # runs were the largest gain of the first round
+    "adaptive-wide-log-800": ("mixture-wide", "digits-mlp-relu",
+                              dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
+                                   horizon=800)),
+    # the same with 40-step truncations: each meta-gradient sees twice as far ahead, against
+    # the short-horizon bias of truncated BPTT (Wu et al. 2018: greedy, fast-early optimizers)
+    "adaptive-wide-log-800-u40": ("mixture-wide", "digits-mlp-relu",
+                                  dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
+                                       horizon=800, unroll=40)),
+    # 800-step runs with the checkpoint chosen on 1,000-step tanh digits MLPs: the 100-step
+    # ReLU validation picked epoch 1 of adaptive-wide-log-800 while its meta-loss kept falling
+    "adaptive-wide-log-800-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
+                                      dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
+                                           horizon=800)),
+    # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
+    "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
+                                       dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
+                                            horizon=400)),
 }
 
 

@@ -74,6 +74,9 @@ TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "digits-mlp-2layer": lambda: DigitsMLPFamily(layers=2, name="digits-mlp-2layer"),
     "digits-mlp-relu": lambda: DigitsMLPFamily(activation="relu", name="digits-mlp-relu"),
     "digits-mlp-200": lambda: DigitsMLPFamily(horizon=200, name="digits-mlp-200"),
+    # checkpoint selection for long-horizon meta-training (a family the wide mixture trains on)
+    "digits-mlp-tanh-1000": lambda: DigitsMLPFamily(activation="tanh", horizon=1000,
+                                                    name="digits-mlp-tanh-1000"),
     "digits-cnn": DigitsCNNFamily,
     "digits-cnn-5": lambda: DigitsCNNFamily(classes=range(5), name="digits-cnn-5"),
     "digits-cnn-2": lambda: DigitsCNNFamily(classes=range(2), name="digits-cnn-2"),
