@@ -244,6 +244,30 @@ def test_every_bundled_optimizer_beats_its_untrained_initialisation():
         assert trained_loss < untrained_loss, (name, trained_loss, untrained_loss)
 
 
+def test_every_bundled_optimizer_is_what_its_preset_command_writes():
+    """The shipped bundles came from `meta-train --preset NAME`, and the preset still holds
+    the recipe that wrote them (so re-running the command recorded in each bundle reproduces
+    it): same preset, training and validation families, command and MetaTrainConfig."""
+    from learned_optim.meta.presets import PRESETS, preset_command
+
+    assert set(list_pretrained()) == set(PRESETS)
+    for name in list_pretrained():
+        provenance = resolve_weights(name).provenance
+        preset = PRESETS[name]
+        assert provenance["preset"] == name, name
+        assert provenance["task_family"] == preset.task, name
+        assert provenance["command"] == preset_command(name, f"pretrained/{name}") \
+            or provenance["command"].startswith(f"python -m learned_optim meta-train --preset "
+                                                f"{name} "), name
+        validation = get_task_family(preset.validation_task or preset.task).describe()
+        assert provenance["validation_task"] == validation, name
+        expected = MetaTrainConfig(**{**preset.config, "seed": provenance["seed"]})
+        recorded = MetaTrainConfig.from_dict(provenance["config"])
+        # bundles from before the adaptive options omit those fields: the paper's net
+        recorded.net = recorded.net_config.to_dict()
+        assert recorded == expected, name
+
+
 def test_final_step_weighting_leaves_phi_alone_on_truncations_without_a_weighted_step():
     trainer = MetaTrainer(short_quadratics(), tiny_config(loss_weights="final"))
     task = trainer.family.sample(2)
