@@ -4,8 +4,8 @@ point (mid-write, before a rename, mid-epoch) until the test SIGKILLs it.
 ``python tests/fault_scenarios.py`` is a *zygote*: it imports torch and learned_optim once, then
 reads one JSON job per line on stdin, ``{"id", "scenario", "kwargs"}``, and forks a child per
 job, so that every scenario does not pay for importing torch again. It never runs a torch op
-itself, so forking it is safe. A child prints ``READY <id> <point> <pid>`` when it parks, or
-``FAILED <id> <error>`` if the scenario raised; the test then kills it with SIGKILL.
+itself, so forking it is safe. A child writes ``READY <id> <point> <pid>`` when it parks, or
+``FAILED <id> <error>`` if the scenario raised (each line in one atomic write, see :func:`say`); the test then kills it with SIGKILL.
 """
 
 import json
@@ -31,9 +31,20 @@ CONFIG = dict(epochs=3, tasks_per_epoch=2, horizon=10, unroll=5, validation_task
               meta_lr=1e-2, seed=0)
 
 
+def say(*words):
+    """One line to the test in a single ``os.write`` of at most PIPE_BUF bytes, so that lines of
+    children writing at the same time never interleave (``print`` may split a long line, such
+    as a traceback, into several writes, and another child's line can land in between)."""
+    line = " ".join(str(word) for word in words).replace("\n", " | ")[:_MAX_LINE - 1] + "\n"
+    os.write(1, line.encode("utf-8", "replace")[:_MAX_LINE])
+
+
+_MAX_LINE = 4096  # PIPE_BUF on Linux: writes up to this size to a pipe are atomic
+
+
 def park(point):
     """Tell the test where we are, then wait to be killed."""
-    print("READY", JOB["id"], point, os.getpid(), flush=True)
+    say("READY", JOB["id"], point, os.getpid())
     time.sleep(600)
     os._exit(3)
 
@@ -131,10 +142,9 @@ def zygote():
             JOB["id"] = job["id"]
             try:
                 SCENARIOS[job["scenario"]](**job["kwargs"])
-                print("FAILED", job["id"], "finished without parking", flush=True)
+                say("FAILED", job["id"], "finished without parking")
             except BaseException:
-                error = traceback.format_exc().replace("\n", " | ")
-                print("FAILED", job["id"], error, flush=True)
+                say("FAILED", job["id"], traceback.format_exc())
             os._exit(1)
 
 
