@@ -5,7 +5,8 @@ point (mid-write, before a rename, mid-epoch) until the test SIGKILLs it.
 reads one JSON job per line on stdin, ``{"id", "scenario", "kwargs"}``, and forks a child per
 job, so that every scenario does not pay for importing torch again. It never runs a torch op
 itself, so forking it is safe. A child writes ``READY <id> <point> <pid>`` when it parks, or
-``FAILED <id> <error>`` if the scenario raised (each line in one atomic write, see :func:`say`); the test then kills it with SIGKILL.
+``FAILED <id> <error>`` if the scenario raised (each line in one atomic write, see :func:`say`);
+the test then kills it with SIGKILL.
 """
 
 import json
