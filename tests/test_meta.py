@@ -297,6 +297,19 @@ def test_log_loss_objective_is_the_mean_log_of_the_unrolled_losses():
     assert math.isclose(float(plain_loss), sum(losses[1:]) / 5, rel_tol=1e-5)
 
 
+def test_linear_weighting_counts_step_t_by_t_over_the_horizon():
+    trainer = MetaTrainer(short_quadratics(), tiny_config(loss_weights="linear", horizon=20))
+    task = short_quadratics().sample(7)
+    losses = evaluate(task, trainer.nets, 10)  # f(θ_0) .. f(θ_10), without a graph
+    first, state = trainer.meta_loss(task, start(task, trainer.nets), 5)  # steps 1..5
+    later, _ = trainer.meta_loss(task, state.detach(), 5)  # steps 6..10
+    # the mean over a truncation's steps of w_t f(θ_t), w_t = t / 20
+    assert math.isclose(float(first), sum(t / 20 * losses[t] for t in range(1, 6)) / 5,
+                        rel_tol=1e-5)
+    assert math.isclose(float(later), sum(t / 20 * losses[t] for t in range(6, 11)) / 5,
+                        rel_tol=1e-5)
+
+
 def test_unknown_meta_objective_is_refused():
     with pytest.raises(ConfigError, match="meta_objective must be 'loss' or 'log_loss'"):
         tiny_config(meta_objective="log")

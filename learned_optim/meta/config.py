@@ -32,7 +32,8 @@ class MetaTrainConfig:
     meta_lr: float = 3e-3
     # Clip the meta-gradient to this global norm (0 disables clipping).
     grad_clip: float = 1.0
-    # Meta-loss weights w_t: "uniform" (w_t = 1, paper) or "final" (last step only).
+    # Meta-loss weights w_t: "uniform" (w_t = 1, paper), "final" (last step only) or "linear"
+    # (w_t = t / horizon: the end of the run counts most, the first steps barely; issue 10).
     loss_weights: str = "uniform"
     # What each weighted step contributes: "loss" (f(θ_t), paper) or "log_loss"
     # (log(f(θ_t) + 1e-8): every halving of the loss counts the same, early or late, so the
@@ -72,8 +73,9 @@ class MetaTrainConfig:
                     or not math.isfinite(value) or value < 0 or (name == "meta_lr" and value == 0):
                 raise ConfigError(f"MetaTrainConfig.{name} must be a finite number "
                                   f"{'> 0' if name == 'meta_lr' else '>= 0'}, got {value!r}")
-        if self.loss_weights not in ("uniform", "final"):
-            raise ConfigError("MetaTrainConfig.loss_weights must be 'uniform' or 'final', "
+        if self.loss_weights not in ("uniform", "final", "linear"):
+            raise ConfigError("MetaTrainConfig.loss_weights must be 'uniform', 'final' or "
+                              "'linear', "
                               f"got {self.loss_weights!r}")
         if self.meta_objective not in ("loss", "log_loss"):
             raise ConfigError("MetaTrainConfig.meta_objective must be 'loss' or 'log_loss', "

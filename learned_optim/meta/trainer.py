@@ -147,9 +147,12 @@ class MetaTrainer:
                 for k, v in self.nets[route].state_dict().items()}
 
     def _loss_weight(self, step: int) -> float:
-        """w_t of the meta-loss."""
+        r"""w_t of the meta-loss: 1 (``"uniform"``), :math:`[t = T]` (``"final"``) or
+        :math:`t / T` (``"linear"``), for step :math:`t` of a horizon :math:`T`."""
         if self.config.loss_weights == "final":
             return 1.0 if step == self.config.horizon else 0.0
+        if self.config.loss_weights == "linear":
+            return step / self.config.horizon
         return 1.0
 
     def _objective(self, loss: torch.Tensor) -> torch.Tensor:
