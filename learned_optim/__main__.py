@@ -169,6 +169,11 @@ def _run_export(args: argparse.Namespace) -> int:
 # meta-train
 
 
+#: MetaTrainConfig fields that meta-train --task takes as flags.
+_CONFIG_FLAGS = ("epochs", "tasks_per_epoch", "horizon", "unroll", "validation_tasks", "meta_lr",
+                 "meta_batch_size")
+
+
 def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
     from .meta.config import MetaTrainConfig
     from .meta.presets import PRESETS
@@ -189,13 +194,14 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from the checkpoint in --checkpoint-dir")
     parser.add_argument("--seed", type=int, default=0)
     defaults = MetaTrainConfig()
-    for field in ("epochs", "tasks_per_epoch", "horizon", "unroll", "validation_tasks"):
-        parser.add_argument("--" + field.replace("_", "-"), type=int,
-                            default=getattr(defaults, field))
-    parser.add_argument("--meta-lr", type=float, default=defaults.meta_lr)
-    parser.add_argument("--meta-batch-size", type=int, default=defaults.meta_batch_size,
-                        help="optimizees per meta-update (their meta-losses are averaged); "
-                             "under torchrun, split across the processes")
+    # None when not given, so that --preset can refuse them instead of ignoring them
+    for field in _CONFIG_FLAGS:
+        parser.add_argument("--" + field.replace("_", "-"),
+                            type=float if field == "meta_lr" else int, default=None,
+                            help=("optimizees per meta-update (their meta-losses are averaged); "
+                                  "under torchrun, split across the processes; "
+                                  if field == "meta_batch_size" else "")
+                            + f"default {getattr(defaults, field)}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -205,6 +211,15 @@ def _run_meta_train(args: argparse.Namespace) -> int:
     from .meta.presets import PRESETS, run_preset
 
     if args.preset:
+        given = ["--" + f.replace("_", "-") for f in _CONFIG_FLAGS + ("validation_task",)
+                 if getattr(args, f) is not None]
+        if given:
+            print(f"error: {', '.join(given)} cannot be combined with --preset, which re-runs "
+                  "the recipe recorded in learned_optim/meta/presets.py as it is; to train a "
+                  "changed recipe, use --task with these flags, or MetaTrainer with a "
+                  "MetaTrainConfig in Python (as benchmarks/default_variants.py does)",
+                  file=sys.stderr)
+            return 2
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             print("error: --preset re-runs a single-process recipe; under torchrun use --task "
                   "with --meta-batch-size (a multiple of the number of processes)",
@@ -237,11 +252,8 @@ def _meta_train_task(args: argparse.Namespace) -> int:
     if args.resume and not args.checkpoint_dir:
         print("error: --resume needs --checkpoint-dir", file=sys.stderr)
         return 2
-    config = MetaTrainConfig(epochs=args.epochs, tasks_per_epoch=args.tasks_per_epoch,
-                             horizon=args.horizon, unroll=args.unroll,
-                             meta_batch_size=args.meta_batch_size,
-                             validation_tasks=args.validation_tasks, meta_lr=args.meta_lr,
-                             seed=args.seed)
+    config = MetaTrainConfig(seed=args.seed, **{f: getattr(args, f) for f in _CONFIG_FLAGS
+                                                if getattr(args, f) is not None})
     validation = get_task_family(args.validation_task) if args.validation_task else None
     started_here = not (dist.is_available() and dist.is_initialized())
     group = process_group_from_env()  # torchrun: WORLD_SIZE > 1
