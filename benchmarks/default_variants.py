@@ -100,12 +100,13 @@ VARIANTS = {
 def train_variant(name: str, out: Path, seed: int = 0) -> dict:
     family, validation, fields = VARIANTS[name]
     config = MetaTrainConfig(**{**fields, "seed": seed})
+    command = (f"python benchmarks/default_variants.py --variants {name} --out {out.parent}"
+               + (f" --seed {seed}" if seed else ""))
     if name.endswith("-untrained"):
         net = LSTMOptimizerNet(config.net_config, seed=seed)  # as MetaTrainer initialises it
         bundle = WeightsBundle({"fc": net}, name=name, provenance={
             "variant": name, "seed": seed, "config": config.to_dict(), "epochs": 0,
-            "command": f"python benchmarks/default_variants.py --variants {name} "
-                       f"--out {out.parent}" + (f" --seed {seed}" if seed else ""),
+            "command": command,
             "metrics": {"validation_final_loss": math.nan, "best_epoch": 0,
                         "untrained_validation_final_loss": math.nan},
             "total_wall_time_s": 0.0})
@@ -113,8 +114,7 @@ def train_variant(name: str, out: Path, seed: int = 0) -> dict:
         return bundle.provenance
     trainer = MetaTrainer(get_task_family(family), config,
                           validation_family=get_task_family(validation), name=name,
-                          command=f"python benchmarks/default_variants.py --variants {name} "
-                                  f"--out {out.parent}" + (f" --seed {seed}" if seed else ""))
+                          command=command)
     started = time.perf_counter()
     bundle = trainer.train(progress=False)
     bundle.provenance.update(variant=name, task_family=family,

@@ -75,8 +75,7 @@ class MetaTrainConfig:
                                   f"{'> 0' if name == 'meta_lr' else '>= 0'}, got {value!r}")
         if self.loss_weights not in ("uniform", "final", "linear"):
             raise ConfigError("MetaTrainConfig.loss_weights must be 'uniform', 'final' or "
-                              "'linear', "
-                              f"got {self.loss_weights!r}")
+                              f"'linear', got {self.loss_weights!r}")
         if self.meta_objective not in ("loss", "log_loss"):
             raise ConfigError("MetaTrainConfig.meta_objective must be 'loss' or 'log_loss', "
                               f"got {self.meta_objective!r}")
