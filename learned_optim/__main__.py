@@ -195,13 +195,12 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     defaults = MetaTrainConfig()
     # None when not given, so that --preset can refuse them instead of ignoring them
+    notes = {"meta_batch_size": "optimizees per meta-update (their meta-losses are averaged); "
+                                "under torchrun, split across the processes; "}
     for field in _CONFIG_FLAGS:
         parser.add_argument("--" + field.replace("_", "-"),
                             type=float if field == "meta_lr" else int, default=None,
-                            help=("optimizees per meta-update (their meta-losses are averaged); "
-                                  "under torchrun, split across the processes; "
-                                  if field == "meta_batch_size" else "")
-                            + f"default {getattr(defaults, field)}")
+                            help=notes.get(field, "") + f"default {getattr(defaults, field)}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

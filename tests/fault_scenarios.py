@@ -32,15 +32,18 @@ CONFIG = dict(epochs=3, tasks_per_epoch=2, horizon=10, unroll=5, validation_task
               meta_lr=1e-2, seed=0)
 
 
+_MAX_LINE = 4096  # PIPE_BUF on Linux: writes up to this size to a pipe are atomic
+
+
 def say(*words):
     """One line to the test in a single ``os.write`` of at most PIPE_BUF bytes, so that lines of
     children writing at the same time never interleave (``print`` may split a long line, such
     as a traceback, into several writes, and another child's line can land in between)."""
-    line = " ".join(str(word) for word in words).replace("\n", " | ")[:_MAX_LINE - 1] + "\n"
-    os.write(1, line.encode("utf-8", "replace")[:_MAX_LINE])
-
-
-_MAX_LINE = 4096  # PIPE_BUF on Linux: writes up to this size to a pipe are atomic
+    text = " ".join(str(word) for word in words).replace("\n", " | ")
+    # cut in bytes, then drop a multibyte character the cut split: the test reads UTF-8 text,
+    # and the newline must survive the cut
+    data = text.encode("utf-8", "replace")[:_MAX_LINE - 1].decode("utf-8", "ignore").encode()
+    os.write(1, data + b"\n")
 
 
 def park(point):
