@@ -90,6 +90,18 @@ VARIANTS = {
     "adaptive-wide-log-800-val1000-mb2": ("mixture-wide", "digits-mlp-tanh-1000",
                                           dict(_BUDGET, net=ADAPTIVE_NET, meta_batch_size=2,
                                                meta_objective="log_loss", horizon=800)),
+    # fifth round: the fourth round's meta-lr 1e-3 run kept its last epoch (12), so the same
+    # for 20 epochs; and Polyak averaging of φ (β = 0.998: about 500 meta-updates, 0.8 of an
+    # epoch), validated and kept averaged, against the epoch-to-epoch jumps. Made with the
+    # preset command on branches whose `default` had the change; same configs and seed.
+    "adaptive-wide-log-800-val1000-lr1e-3-e20": ("mixture-wide", "digits-mlp-tanh-1000",
+                                                 dict(_BUDGET, net=ADAPTIVE_NET, meta_lr=1e-3,
+                                                      epochs=20, meta_objective="log_loss",
+                                                      horizon=800)),
+    "adaptive-wide-log-800-val1000-avg": ("mixture-wide", "digits-mlp-tanh-1000",
+                                          dict(_BUDGET, net=ADAPTIVE_NET,
+                                               weight_average_decay=0.998,
+                                               meta_objective="log_loss", horizon=800)),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

@@ -146,6 +146,68 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [h["final_loss"] for h in full.history] == [h["final_loss"] for h in resumed.history]
 
 
+def test_weight_averaging_keeps_the_polyak_average_of_every_meta_update():
+    decay = 0.7
+    trainer = MetaTrainer(short_quadratics(), tiny_config(epochs=1, tasks_per_epoch=2,
+                                                          weight_average_decay=decay))
+    iterates = [trainer._net_state()]  # φ_0, then φ after each meta-step (a spy, not a stub)
+    step = trainer.meta_optimizer.step
+
+    def recording_step(*args, **kwargs):
+        result = step(*args, **kwargs)
+        iterates.append(trainer._net_state())
+        return result
+
+    trainer.meta_optimizer.step = recording_step
+    trainer.train(progress=False)
+    assert len(iterates) == 1 + 2 * 2  # 2 tasks x 2 truncations of 10 steps
+    for key in iterates[0]:
+        expected = iterates[0][key].double()
+        for phi in iterates[1:]:
+            expected = decay * expected + (1 - decay) * phi[key].double()
+        assert torch.allclose(trainer.average_state[key].double(), expected, atol=1e-6), key
+        # φ trains on unaveraged; the average lags behind it
+        assert torch.equal(trainer._net_state()[key], iterates[-1][key]), key
+    assert any(not torch.equal(trainer.average_state[k], iterates[-1][k]) for k in iterates[0])
+
+
+def test_with_weight_averaging_validation_scores_and_keeps_the_average():
+    trainer = MetaTrainer(short_quadratics(), tiny_config(epochs=1, tasks_per_epoch=2,
+                                                          weight_average_decay=0.9))
+    trainer.train(progress=False)
+    current = trainer._net_state()
+    averaged = trainer.validate()
+    assert all(torch.equal(v, trainer._net_state()[k]) for k, v in current.items())  # put back
+    plain = MetaTrainer(short_quadratics(), tiny_config(epochs=1, tasks_per_epoch=2))
+    plain._load_nets(trainer.average_state)
+    assert plain.validate() == averaged  # the same tasks, scored with φ̄'s weights
+    plain._load_nets(current)
+    assert plain.validate() != averaged
+    # one epoch: it is kept if it beats the untrained net; then the kept weights are φ̄
+    assert trainer.best_metric < trainer.history[0]["final_loss"]
+    assert all(torch.equal(v, trainer.average_state[k]) for k, v in trainer.best_state.items())
+
+
+def test_resume_with_weight_averaging_reaches_the_same_average(tmp_path):
+    config = tiny_config(epochs=2, tasks_per_epoch=2, weight_average_decay=0.8)
+    full = MetaTrainer(short_quadratics(), config)
+    full.train(progress=False)
+
+    def stop_after_first_epoch(trainer):
+        if trainer.epoch == 1:
+            raise _Interrupt
+
+    first = MetaTrainer(short_quadratics(), config, checkpoint_dir=tmp_path)
+    with pytest.raises(_Interrupt):
+        first.train(progress=False, on_epoch_end=stop_after_first_epoch)
+    resumed = MetaTrainer(short_quadratics(), config)
+    resumed.load_checkpoint(tmp_path)
+    resumed.train(progress=False)
+    for state in ("average_state", "best_state"):
+        for key, value in getattr(full, state).items():
+            assert torch.equal(value, getattr(resumed, state)[key]), (state, key)
+
+
 def test_resume_with_another_config_is_refused(tmp_path):
     MetaTrainer(short_quadratics(), tiny_config(epochs=1, tasks_per_epoch=1),
                 checkpoint_dir=tmp_path).train(progress=False)
@@ -210,7 +272,9 @@ def test_non_finite_meta_losses_are_skipped_then_stop_the_run():
 
 @pytest.mark.parametrize("field,value", [("epochs", 0), ("unroll", -1), ("meta_lr", 0.0),
                                          ("grad_clip", float("nan")), ("loss_weights", "late"),
-                                         ("seed", -1), ("net", {"hidden_size": 3})])
+                                         ("seed", -1), ("net", {"hidden_size": 3}),
+                                         ("weight_average_decay", 1.0),
+                                         ("weight_average_decay", float("nan"))])
 def test_invalid_config_values(field, value):
     with pytest.raises(ConfigError, match=field if field != "net" else "missing"):
         tiny_config(**{field: value})

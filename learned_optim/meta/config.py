@@ -39,6 +39,10 @@ class MetaTrainConfig:
     # (log(f(θ_t) + 1e-8): every halving of the loss counts the same, early or late, so the
     # meta-gradient is not dominated by the first steps' large losses; scale-free across tasks).
     meta_objective: str = "loss"
+    # Polyak averaging of φ (issue 10): after every meta-update the average moves toward φ,
+    # φ̄ ← β φ̄ + (1 - β) φ with β = weight_average_decay, starting from φ₀; validation scores
+    # φ̄ and the kept weights are the best φ̄ (the unaveraged φ trains on unchanged). 0: off.
+    weight_average_decay: float = 0.0
     # Fresh validation optimizees per epoch (seeds disjoint from training seeds).
     validation_tasks: int = 8
     # Master seed: net initialisation and every sampled task derive from it.
@@ -73,6 +77,11 @@ class MetaTrainConfig:
                     or not math.isfinite(value) or value < 0 or (name == "meta_lr" and value == 0):
                 raise ConfigError(f"MetaTrainConfig.{name} must be a finite number "
                                   f"{'> 0' if name == 'meta_lr' else '>= 0'}, got {value!r}")
+        decay = self.weight_average_decay
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) \
+                or not 0 <= decay < 1:
+            raise ConfigError("MetaTrainConfig.weight_average_decay must be a number in [0, 1) "
+                              f"(0 turns averaging off), got {decay!r}")
         if self.loss_weights not in ("uniform", "final", "linear"):
             raise ConfigError("MetaTrainConfig.loss_weights must be 'uniform', 'final' or "
                               f"'linear', got {self.loss_weights!r}")

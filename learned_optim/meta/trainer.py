@@ -11,6 +11,14 @@ with :math:`\partial \nabla_t / \partial \phi = 0`, horizon T split into truncat
 the mean meta-loss of a meta-batch of optimizees unrolled side by side (one by default), and
 after every epoch a validation on fresh optimizees that keeps the best φ. With a process
 group, the optimizees of a meta-batch are split across processes (see :mod:`.distributed`).
+
+With ``weight_average_decay`` β > 0 (Polyak averaging), an average of the iterates
+
+.. math::
+    \bar\phi_0 = \phi_0, \qquad \bar\phi_{k+1} = \beta\,\bar\phi_k + (1 - \beta)\,\phi_{k+1}
+
+after every meta-update k is what validation scores and what is kept; φ itself trains on
+unchanged.
 """
 
 from __future__ import annotations
@@ -132,6 +140,8 @@ class MetaTrainer:
         self.epoch = 0
         self.best_metric = math.inf
         self.best_state = self._net_state()
+        # φ̄, the Polyak average of φ (None: averaging off)
+        self.average_state = self._net_state() if self.config.weight_average_decay else None
         self.history: list[dict[str, float]] = []
         self.bad_updates = 0
         self.skipped_updates = 0
@@ -145,6 +155,24 @@ class MetaTrainer:
     def _net_state(self) -> dict[str, torch.Tensor]:
         return {f"{route}.{k}": v.detach().clone() for route in sorted(self.nets)
                 for k, v in self.nets[route].state_dict().items()}
+
+    def _scored_state(self) -> dict[str, torch.Tensor]:
+        """The weights validation scores and the run keeps: φ̄ when averaging, else φ."""
+        if self.average_state is None:
+            return self._net_state()
+        return {k: v.clone() for k, v in self.average_state.items()}
+
+    def _update_average(self) -> None:
+        r""":math:`\bar\phi \leftarrow \beta\bar\phi + (1 - \beta)\phi` after a meta-update."""
+        if self.average_state is None:
+            return
+        weight = 1.0 - self.config.weight_average_decay
+        for key, value in self._net_state().items():
+            self.average_state[key].lerp_(value, weight)
+
+    def _load_nets(self, state: dict[str, torch.Tensor]) -> None:
+        for route, net in self.nets.items():
+            net.load_state_dict(strip_prefix(state, f"{route}."))
 
     def _loss_weight(self, step: int) -> float:
         r"""w_t of the meta-loss: 1 (``"uniform"``), :math:`[t = T]` (``"final"``) or
@@ -252,6 +280,7 @@ class MetaTrainer:
             norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip or math.inf)
             if torch.isfinite(norm):
                 self.meta_optimizer.step()
+                self._update_average()
                 self.bad_updates = 0
                 return mean_loss
         self.bad_updates += 1
@@ -268,7 +297,17 @@ class MetaTrainer:
 
     def validate(self) -> dict[str, float]:
         """Mean over fresh validation tasks of the final loss (mean of the last 10% of steps)
-        and of the loss over the whole run."""
+        and of the loss over the whole run, of φ̄ when averaging (φ is put back after)."""
+        if self.average_state is None:
+            return self._validate_nets()
+        current = self._net_state()
+        self._load_nets(self.average_state)
+        try:
+            return self._validate_nets()
+        finally:
+            self._load_nets(current)
+
+    def _validate_nets(self) -> dict[str, float]:
         count = self.config.validation_tasks
         results = torch.zeros(2, count, dtype=torch.float64)  # final, mean loss of each task
         horizon = self.validation_family.horizon
@@ -324,9 +363,10 @@ class MetaTrainer:
                 finite = [m for m in meta_losses if math.isfinite(m)]
                 self.history.append({"epoch": self.epoch, **metrics,
                                      "meta_loss": sum(finite) / max(len(finite), 1)})
-                if metrics["final_loss"] < self.best_metric and self._nets_finite():
+                scored = self._scored_state()
+                if metrics["final_loss"] < self.best_metric and _finite(scored):
                     self.best_metric = metrics["final_loss"]
-                    self.best_state = self._net_state()
+                    self.best_state = scored
                 self.elapsed += time.perf_counter() - started
                 if self.checkpoint_dir is not None and self.rank == 0:
                     self.save_checkpoint(self.checkpoint_dir)
@@ -335,9 +375,6 @@ class MetaTrainer:
         finally:
             bar.close()
         return self.best_bundle()
-
-    def _nets_finite(self) -> bool:
-        return all(torch.isfinite(p).all() for p in self._meta_params())
 
     def best_bundle(self) -> WeightsBundle:
         """The best φ so far as a bundle, with its provenance."""
@@ -382,6 +419,8 @@ class MetaTrainer:
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"current.{k}": v for k, v in self._net_state().items()}
         tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        if self.average_state is not None:
+            tensors.update({f"average.{k}": v for k, v in self.average_state.items()})
         adam = self.meta_optimizer.state_dict()
         for index, entry in adam["state"].items():
             for key, value in entry.items():
@@ -437,7 +476,11 @@ class MetaTrainer:
                                   f"this trainer has {sorted(self.nets)}; pass the same routes")
         expected = self._net_state()
         current, best = strip_prefix(tensors, "current."), strip_prefix(tensors, "best.")
-        for label, saved in (("current", current), ("best", best)):
+        average = strip_prefix(tensors, "average.")
+        saved_states = [("current", current), ("best", best)]
+        if self.average_state is not None:
+            saved_states.append(("average", average))
+        for label, saved in saved_states:
             if set(saved) != set(expected) or any(
                     saved[k].shape != v.shape or saved[k].dtype != v.dtype
                     or not torch.isfinite(saved[k]).all() for k, v in expected.items()):
@@ -456,9 +499,10 @@ class MetaTrainer:
             raise CheckpointError(f"checkpoint {str(path)!r}: the meta-optimizer state does not "
                                   "match this trainer's nets; delete it to start over")
         adam["state"] = state
-        for route, net in self.nets.items():
-            net.load_state_dict(strip_prefix(current, f"{route}."))
+        self._load_nets(current)
         self.best_state = best
+        if self.average_state is not None:
+            self.average_state = average
         self.meta_optimizer.load_state_dict(adam)
         self.epoch = fields["epoch"]
         self.best_metric = fields["best_metric"]
@@ -466,6 +510,10 @@ class MetaTrainer:
         self.bad_updates = fields["bad_updates"]
         self.skipped_updates = fields["skipped_updates"]
         self.elapsed = fields["elapsed"]
+
+
+def _finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.isfinite(v).all() for v in state.values())
 
 
 def _checked_task(family: TaskFamily, seed: int) -> Task:
