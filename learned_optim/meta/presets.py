@@ -57,12 +57,13 @@ PRESETS: dict[str, Preset] = {
     "default": Preset(
         "mixture-wide", validation_task="digits-mlp-tanh-1000",
         config=dict(epochs=12, tasks_per_epoch=16, validation_tasks=4, meta_lr=3e-3,
-                    horizon=800, meta_objective="log_loss", net=ADAPTIVE_NET),
+                    horizon=800, meta_objective="log_loss", net=ADAPTIVE_NET,
+                    weight_average_decay=0.998),
         description="adaptive features, direction x exp(magnitude) step; wide mixture: "
                     "quadratics, digits MLPs (sigmoid/tanh/ReLU, widths 10-80, depth 1-2, batch "
                     "32-256) and synthetic teacher-student regressions at random target and "
                     "initialisation scales, 800-step runs, log-loss meta-objective, the epoch kept "
-                    "chosen on 1,000-step tanh digits MLPs; the best variant of "
+                    "chosen on 1,000-step tanh digits MLPs, Polyak-averaged (beta 0.998); the best variant of "
                     "benchmarks/default_variants.py on --suite validation"),
 }
 
