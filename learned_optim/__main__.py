@@ -171,7 +171,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
 #: MetaTrainConfig fields that meta-train --task takes as flags.
 _CONFIG_FLAGS = ("epochs", "tasks_per_epoch", "horizon", "unroll", "validation_tasks", "meta_lr",
-                 "meta_batch_size")
+                 "meta_batch_size", "weight_average_decay")
+_FLOAT_FLAGS = ("meta_lr", "weight_average_decay")
 
 
 def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,10 +197,12 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = MetaTrainConfig()
     # None when not given, so that --preset can refuse them instead of ignoring them
     notes = {"meta_batch_size": "optimizees per meta-update (their meta-losses are averaged); "
-                                "under torchrun, split across the processes; "}
+                                "under torchrun, split across the processes; ",
+             "weight_average_decay": "beta of the Polyak average of the optimizer's weights "
+                                     "that is validated and kept (0: off); "}
     for field in _CONFIG_FLAGS:
         parser.add_argument("--" + field.replace("_", "-"),
-                            type=float if field == "meta_lr" else int, default=None,
+                            type=float if field in _FLOAT_FLAGS else int, default=None,
                             help=notes.get(field, "") + f"default {getattr(defaults, field)}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
