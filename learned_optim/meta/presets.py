@@ -63,8 +63,8 @@ PRESETS: dict[str, Preset] = {
                     "quadratics, digits MLPs (sigmoid/tanh/ReLU, widths 10-80, depth 1-2, batch "
                     "32-256) and synthetic teacher-student regressions at random target and "
                     "initialisation scales, 800-step runs, log-loss meta-objective, the epoch kept "
-                    "chosen on 1,000-step tanh digits MLPs, Polyak-averaged (beta 0.998); the best variant of "
-                    "benchmarks/default_variants.py on --suite validation"),
+                    "chosen on 1,000-step tanh digits MLPs, Polyak-averaged (beta 0.998); the "
+                    "best variant of benchmarks/default_variants.py on --suite validation"),
 }
 
 
