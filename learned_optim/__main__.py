@@ -172,7 +172,6 @@ def _run_export(args: argparse.Namespace) -> int:
 #: MetaTrainConfig fields that meta-train --task takes as flags.
 _CONFIG_FLAGS = ("epochs", "tasks_per_epoch", "horizon", "unroll", "validation_tasks", "meta_lr",
                  "meta_batch_size", "weight_average_decay")
-_FLOAT_FLAGS = ("meta_lr", "weight_average_decay")
 
 
 def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,7 +201,7 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
                                      "that is validated and kept (0: off); "}
     for field in _CONFIG_FLAGS:
         parser.add_argument("--" + field.replace("_", "-"),
-                            type=float if field in _FLOAT_FLAGS else int, default=None,
+                            type=type(getattr(defaults, field)), default=None,  # int or float
                             help=notes.get(field, "") + f"default {getattr(defaults, field)}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
