@@ -102,6 +102,14 @@ VARIANTS = {
                                           dict(_BUDGET, net=ADAPTIVE_NET,
                                                weight_average_decay=0.998,
                                                meta_objective="log_loss", horizon=800)),
+    # seventh round: the averaged recipe with each run's horizon drawn log-uniformly from
+    # [200, 2000] (same mean cost as 800 fixed steps: 782), so it sees runs 2.5x longer than
+    # before and cannot time its annealing to one fixed horizon.
+    "adaptive-wide-log-800-val1000-avg-h200-2000": ("mixture-wide", "digits-mlp-tanh-1000",
+                                                    dict(_BUDGET, net=ADAPTIVE_NET,
+                                                         weight_average_decay=0.998,
+                                                         meta_objective="log_loss",
+                                                         horizon=2000, horizon_min=200)),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

@@ -170,8 +170,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 #: MetaTrainConfig fields that meta-train --task takes as flags.
-_CONFIG_FLAGS = ("epochs", "tasks_per_epoch", "horizon", "unroll", "validation_tasks", "meta_lr",
-                 "meta_batch_size", "weight_average_decay")
+_CONFIG_FLAGS = ("epochs", "tasks_per_epoch", "horizon", "horizon_min", "unroll",
+                 "validation_tasks", "meta_lr", "meta_batch_size", "weight_average_decay")
 
 
 def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,6 +197,8 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
     # None when not given, so that --preset can refuse them instead of ignoring them
     notes = {"meta_batch_size": "optimizees per meta-update (their meta-losses are averaged); "
                                 "under torchrun, split across the processes; ",
+             "horizon_min": "if > 0, each run's horizon is drawn log-uniformly from "
+                            "[horizon-min, horizon]; ",
              "weight_average_decay": "beta of the Polyak average of the optimizer's weights "
                                      "that is validated and kept (0: off); "}
     for field in _CONFIG_FLAGS:

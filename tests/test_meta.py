@@ -9,6 +9,7 @@ from torch import nn
 from learned_optim import (ConfigError, LearnedLSTMOptim, LSTMOptimizerNet, fuse_weights,
                            list_pretrained, load_weights, lstm_update, resolve_weights)
 from learned_optim.meta import MetaTrainConfig, MetaTrainer
+from learned_optim.meta.trainer import _task_seed
 from learned_optim.meta.unroll import evaluate, start
 from learned_optim.tasks import (FunctionTaskFamily, QuadraticFamily, Task, TaskFamily,
                                  get_task_family)
@@ -123,9 +124,11 @@ class _Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("weight_average_decay", [0.0, 0.8])
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, weight_average_decay):
-    config = tiny_config(epochs=3, tasks_per_epoch=2, weight_average_decay=weight_average_decay)
+@pytest.mark.parametrize("weight_average_decay,horizon_min", [(0.0, 0), (0.8, 0), (0.0, 5)])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, weight_average_decay,
+                                                                 horizon_min):
+    config = tiny_config(epochs=3, tasks_per_epoch=2, weight_average_decay=weight_average_decay,
+                         horizon_min=horizon_min)
     full = MetaTrainer(short_quadratics(), config)
     full.train(progress=False)
 
@@ -258,7 +261,9 @@ def test_non_finite_meta_losses_are_skipped_then_stop_the_run():
                                          ("grad_clip", float("nan")), ("loss_weights", "late"),
                                          ("seed", -1), ("net", {"hidden_size": 3}),
                                          ("weight_average_decay", 1.0),
-                                         ("weight_average_decay", float("nan"))])
+                                         ("weight_average_decay", float("nan")),
+                                         ("horizon_min", -1), ("horizon_min", 21),
+                                         ("horizon_min", 5.0), ("horizon_min", True)])
 def test_invalid_config_values(field, value):
     with pytest.raises(ConfigError, match=field if field != "net" else "missing"):
         tiny_config(**{field: value})
@@ -355,6 +360,59 @@ def test_linear_weighting_counts_step_t_by_t_over_the_horizon():
     assert math.isclose(float(first), sum(t / 20 * losses[t] for t in range(1, 6)) / 5,
                         rel_tol=1e-5)
     assert math.isclose(float(later), sum(t / 20 * losses[t] for t in range(6, 11)) / 5,
+                        rel_tol=1e-5)
+
+
+def test_random_horizons_are_log_uniform_between_horizon_min_and_horizon():
+    trainer = MetaTrainer(short_quadratics(), tiny_config(horizon=2000, horizon_min=200))
+    horizons = [trainer.sample_horizon(seed) for seed in range(4000)]
+    assert min(horizons) >= 200 and max(horizons) <= 2000
+    assert min(horizons) < 210 and max(horizons) > 1900
+    # log-uniform: half below the geometric midpoint sqrt(200 * 2000) = 632 (uniform: 24%)
+    assert 0.46 < sum(h < 632 for h in horizons) / len(horizons) < 0.54
+    # the mean is (2000 - 200) / ln(10) = 782: the cost of a fixed 782-step horizon
+    assert abs(sum(horizons) / len(horizons) - 782) < 25
+    assert [trainer.sample_horizon(seed) for seed in range(50)] == horizons[:50]  # seeded
+    fixed = MetaTrainer(short_quadratics(), tiny_config(horizon=20))
+    assert {fixed.sample_horizon(seed) for seed in range(50)} == {20}
+
+
+def test_each_meta_batch_unrolls_its_own_drawn_horizon():
+    trainer = MetaTrainer(short_quadratics(), tiny_config(epochs=1, tasks_per_epoch=6, horizon=40,
+                                                          horizon_min=4, unroll=10))
+    unrolled = []  # (steps per truncation) of every task, recorded by a spy on meta_loss
+    meta_loss = trainer.meta_loss
+
+    def recording_meta_loss(task, state, steps, horizon=None):
+        if state.step == 0:
+            unrolled.append((horizon, []))
+        unrolled[-1][1].append(steps)
+        return meta_loss(task, state, steps, horizon)
+
+    trainer.meta_loss = recording_meta_loss
+    trainer.train(progress=False)
+    drawn = [trainer.sample_horizon(_task_seed(trainer.config.seed, 1, index))
+             for index in range(6)]  # one meta-batch per task, epoch 1
+    assert [horizon for horizon, _ in unrolled] == drawn
+    assert len(set(drawn)) > 1  # not all the same horizon
+    for horizon, steps in unrolled:
+        assert sum(steps) == horizon and max(steps) <= 10
+
+
+def test_loss_weights_follow_the_drawn_horizon_not_the_longest():
+    trainer = MetaTrainer(short_quadratics(), tiny_config(loss_weights="final", horizon=20,
+                                                          horizon_min=5))
+    task = short_quadratics().sample(2)
+    losses = evaluate(task, trainer.nets, 10)
+    # a run drawn 10 steps long: its last step, f(θ_10), is the one that counts
+    final, _ = trainer.meta_loss(task, start(task, trainer.nets), 10, horizon=10)
+    assert math.isclose(float(final), losses[10], rel_tol=1e-5) and final.requires_grad
+    longest, _ = trainer.meta_loss(task, start(task, trainer.nets), 10)  # T = 20: no weight yet
+    assert not longest.requires_grad
+    linear = MetaTrainer(short_quadratics(), tiny_config(loss_weights="linear", horizon=20,
+                                                         horizon_min=5))
+    value, _ = linear.meta_loss(task, start(task, linear.nets), 5, horizon=10)
+    assert math.isclose(float(value), sum(t / 10 * losses[t] for t in range(1, 6)) / 5,
                         rel_tol=1e-5)
 
 

@@ -21,8 +21,12 @@ class MetaTrainConfig:
     epochs: int = 20
     # Optimizees sampled per epoch (the PyTorch reproduction used 20).
     tasks_per_epoch: int = 20
-    # Optimizer steps per optimizee, T (paper: 100).
+    # Optimizer steps per optimizee, T (paper: 100); with horizon_min, the longest T.
     horizon: int = 100
+    # Randomised horizons (issue 10): if > 0, every meta-batch unrolls its own T drawn
+    # log-uniformly from [horizon_min, horizon] (from its first task's seed, so a resumed run
+    # draws the same). Log-uniform [200, 2000] costs what a fixed T = 782 costs. 0: always T.
+    horizon_min: int = 0
     # Truncated BPTT length: a meta-update after every `unroll` steps (paper: 20).
     unroll: int = 20
     # Optimizees unrolled side by side per meta-update, whose meta-losses are averaged; split
@@ -64,6 +68,11 @@ class MetaTrainConfig:
         for name in ("epochs", "tasks_per_epoch", "horizon", "unroll", "meta_batch_size",
                      "validation_tasks", "max_bad_updates"):
             positive_int(name)
+        if isinstance(self.horizon_min, bool) or not isinstance(self.horizon_min, int) \
+                or not 0 <= self.horizon_min <= self.horizon:
+            raise ConfigError("MetaTrainConfig.horizon_min must be an integer in [0, horizon] "
+                              f"(0: every run is `horizon` steps), got {self.horizon_min!r} "
+                              f"with horizon={self.horizon}")
         if self.tasks_per_epoch % self.meta_batch_size:
             raise ConfigError(f"MetaTrainConfig.tasks_per_epoch ({self.tasks_per_epoch}) must "
                               f"be a multiple of meta_batch_size ({self.meta_batch_size})")

@@ -54,6 +54,7 @@ __all__ = ["MetaTrainer", "CHECKPOINT_FILE"]
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.safetensors"
 _VALIDATION_SEED_OFFSET = 1_000_000_007
+_HORIZON_SEED_OFFSET = 2_147_483_647
 
 
 # Added to f inside the log of meta_objective="log_loss" (the losses here are >= 0).
@@ -174,14 +175,31 @@ class MetaTrainer:
         for route, net in self.nets.items():
             net.load_state_dict(strip_prefix(state, f"{route}."))
 
-    def _loss_weight(self, step: int) -> float:
+    def _loss_weight(self, step: int, horizon: int) -> float:
         r"""w_t of the meta-loss: 1 (``"uniform"``), :math:`[t = T]` (``"final"``) or
         :math:`t / T` (``"linear"``), for step :math:`t` of a horizon :math:`T`."""
         if self.config.loss_weights == "final":
-            return 1.0 if step == self.config.horizon else 0.0
+            return 1.0 if step == horizon else 0.0
         if self.config.loss_weights == "linear":
-            return step / self.config.horizon
+            return step / horizon
         return 1.0
+
+    def sample_horizon(self, seed: int) -> int:
+        r"""The horizon of the meta-batch whose first task has ``seed``: ``config.horizon``, or
+        with ``horizon_min`` = :math:`a > 0` and ``horizon`` = :math:`b`,
+
+        .. math::
+            T = \operatorname{round}\big(a\,(b / a)^{u}\big), \qquad u \sim U[0, 1)
+
+        drawn from a generator seeded by ``seed`` plus a constant (log-uniform: each factor of 2 in T is as
+        likely as any other; mean :math:`(b - a) / \ln(b / a)`)."""
+        low, high = self.config.horizon_min, self.config.horizon
+        if not low or low == high:
+            return high
+        # offset: the task family draws from a generator seeded with the task's own seed
+        generator = torch.Generator().manual_seed(seed + _HORIZON_SEED_OFFSET)
+        u = float(torch.rand((), generator=generator, dtype=torch.float64))
+        return min(high, max(low, round(low * (high / low) ** u)))
 
     def _objective(self, loss: torch.Tensor) -> torch.Tensor:
         r"""One step's term of the meta-loss: :math:`f` or :math:`\log(f + 10^{-8})`."""
@@ -189,8 +207,10 @@ class MetaTrainer:
             return torch.log(loss + _LOG_LOSS_FLOOR)
         return loss
 
-    def meta_loss(self, task: Task, state, steps: int):
-        """Unroll ``steps`` steps from ``state`` keeping the graph; return (meta-loss, state)."""
+    def meta_loss(self, task: Task, state, steps: int, horizon: int | None = None):
+        """Unroll ``steps`` steps from ``state`` keeping the graph; return (meta-loss, state).
+        ``horizon`` (default ``config.horizon``) is the run's T, for the loss weights."""
+        horizon = self.config.horizon if horizon is None else horizon
         weights = {route: fuse_weights(net) for route, net in self.nets.items()}
         total, terms = 0.0, 0
         loss = task.loss(state.params, state.step)
@@ -198,7 +218,7 @@ class MetaTrainer:
             state = apply_update(task, state, loss, weights, chunk_size=self.config.chunk_size,
                                  keep_graph=k > 0)
             loss = task.loss(state.params, state.step)
-            w = self._loss_weight(state.step)
+            w = self._loss_weight(state.step, horizon)
             if w:
                 total = total + w * self._objective(loss)
                 terms += 1
@@ -228,24 +248,26 @@ class MetaTrainer:
                             f"{float(loss.detach())}; no optimizer can start from there. Check "
                             "the task's data, model initialisation and loss function")
 
-    def train_task(self, task: Task, *, where: str = "the task") -> list[float]:
+    def train_task(self, task: Task, *, where: str = "the task",
+                   horizon: int | None = None) -> list[float]:
         """Unroll one optimizee over the horizon with a meta-update after each truncation."""
         self.check_task(task, where=where)
-        return self.train_tasks([task])
+        return self.train_tasks([task], horizon=horizon)
 
-    def train_tasks(self, tasks: list[Task]) -> list[float]:
-        """Unroll ``tasks`` side by side over the horizon; after each truncation, one
-        meta-update from the mean of their meta-losses (and of the other processes' tasks).
-        Returns the mean meta-loss of each truncation."""
+    def train_tasks(self, tasks: list[Task], *, horizon: int | None = None) -> list[float]:
+        """Unroll ``tasks`` side by side for ``horizon`` steps (default ``config.horizon``);
+        after each truncation, one meta-update from the mean of their meta-losses (and of the
+        other processes' tasks). Returns the mean meta-loss of each truncation."""
+        horizon = self.config.horizon if horizon is None else horizon
         states = [start(task, self.nets) for task in tasks]
         scale = 1.0 / (len(tasks) * self.world_size)
         losses = []
-        while states[0].step < self.config.horizon:
-            steps = min(self.config.unroll, self.config.horizon - states[0].step)
+        while states[0].step < horizon:
+            steps = min(self.config.unroll, horizon - states[0].step)
             self.meta_optimizer.zero_grad(set_to_none=True)
             values, differentiable = [], False
             for index, task in enumerate(tasks):
-                meta_loss, state = self.meta_loss(task, states[index], steps)
+                meta_loss, state = self.meta_loss(task, states[index], steps, horizon)
                 values.append(float(meta_loss.detach()))
                 if meta_loss.requires_grad:
                     differentiable = True
@@ -354,7 +376,9 @@ class MetaTrainer:
                         self.check_task(task, where=f"task {self.family.name!r} "
                                                     f"sample(seed={seed})")
                         tasks.append(task)
-                    meta_losses += self.train_tasks(tasks)
+                    horizon = self.sample_horizon(_task_seed(self.config.seed, self.epoch + 1,
+                                                             first))
+                    meta_losses += self.train_tasks(tasks, horizon=horizon)
                     bar.update(batch)
                     bar.set_postfix(meta_loss=f"{meta_losses[-1]:.4g}",
                                     best_val=f"{self.best_metric:.4g}")
