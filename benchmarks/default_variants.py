@@ -110,6 +110,13 @@ VARIANTS = {
                                                          weight_average_decay=0.998,
                                                          meta_objective="log_loss",
                                                          horizon=2000, horizon_min=200)),
+    # eighth-round candidate: the averaged recipe (fixed 800 steps) whose net also reads the
+    # parameter value (LSTMOptimizerConfig.parameter_feature)
+    "adaptive-wide-log-800-val1000-avg-param": ("mixture-wide", "digits-mlp-tanh-1000",
+                                                dict(_BUDGET, net=dict(ADAPTIVE_NET,
+                                                                       parameter_feature=True),
+                                                     weight_average_decay=0.998,
+                                                     meta_objective="log_loss", horizon=800)),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

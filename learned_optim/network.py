@@ -36,7 +36,8 @@ SECOND_MOMENT_DECAY = 0.999
 #: Adaptive features are clipped to [-FEATURE_CLIP, FEATURE_CLIP].
 FEATURE_CLIP = 10.0
 # Fields added after format 1's first bundles; a config without them means the paper's net.
-_OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0}
+_OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0,
+                    "parameter_feature": False}
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,16 @@ class LSTMOptimizerConfig:
     update: str = "additive"
     # Multiplier on the magnitude output s of update="direction_magnitude".
     magnitude_scale: float = 1.0
+    # With features="adaptive": one more input, the coordinate's current value θ clipped to
+    # [-FEATURE_CLIP, FEATURE_CLIP] (Metz et al. 2020, Wichrowska et al. 2017; issue 10). Not
+    # scale-free, unlike the others: it lets the step depend on where the parameter is.
+    parameter_feature: bool = False
 
     @property
     def input_size(self) -> int:
         """Number of LSTM inputs per coordinate produced by the preprocessing."""
         if self.features == "adaptive":
-            return 1 + len(MOMENTUM_DECAYS)
+            return 1 + len(MOMENTUM_DECAYS) + int(self.parameter_feature)
         return 1 if self.preprocessing == "none" else 2
 
     @property
@@ -127,6 +132,11 @@ class LSTMOptimizerConfig:
         _check(self.update != "direction_magnitude" or self.features == "adaptive", "update",
                self.update, "'additive' unless features='adaptive' (the direction-magnitude head "
                "reads the features, and only the adaptive ones are bounded, which bounds its step)")
+        _check(isinstance(self.parameter_feature, bool), "parameter_feature",
+               self.parameter_feature, "true or false")
+        _check(not self.parameter_feature or self.features == "adaptive", "parameter_feature",
+               self.parameter_feature, "false unless features='adaptive' (the parameter value "
+               "is an extra adaptive feature)")
         accumulators = 2 * (len(MOMENTUM_DECAYS) + 1)
         _check(self.features != "adaptive" or self.hidden_size >= accumulators, "hidden_size",
                self.hidden_size, f"at least {accumulators} with features='adaptive' (its "
@@ -216,7 +226,8 @@ class LSTMOptimizerNet(nn.Module):
     def extra_repr(self) -> str:
         cfg = self.config
         if cfg.features == "adaptive":
-            text = "features='adaptive'"
+            text = "features='adaptive'" + (", parameter_feature=True"
+                                            if cfg.parameter_feature else "")
         else:
             text = f"preprocessing={cfg.preprocessing!r}, p={cfg.p}"
         text += f", update={cfg.update!r}, output_scale={cfg.output_scale}"

@@ -254,6 +254,7 @@ class LearnedLSTMOptim(Optimizer):
         """Run the update rule over ``params`` in blocks of ``chunk_size`` coordinates, in one
         reused workspace, writing params and state in place."""
         grads, hidden, targets, deferred, steps = [], [], [], [], []
+        values = [] if weights.config.parameter_feature else None  # θ, read by the net
         for param in params:
             state = self.state[param]
             local, grad = local_tensor(param), local_tensor(param.grad)  # FSDP2: this shard
@@ -266,6 +267,8 @@ class LearnedLSTMOptim(Optimizer):
             steps.append(state["step"])
             grads.append(grad.reshape(-1))
             hidden.append(state["hidden"])
+            if values is not None:
+                values.append(real.detach().reshape(-1))  # a copy only if not contiguous
             if real.is_contiguous():
                 targets.append(real.view(-1))
             else:  # collect the whole update, then add it through the strided view
@@ -274,7 +277,7 @@ class LearnedLSTMOptim(Optimizer):
                 deferred.append((real, buffer))
         torch._foreach_add_(steps, 1.0)
         _run_blocks(grads, hidden, targets, weights, compute_dtype, group["chunk_size"],
-                    group["lr"], group["maximize"])
+                    group["lr"], group["maximize"], values)
         for real, buffer in deferred:
             real.add_(buffer.view(real.shape))
 
@@ -455,9 +458,12 @@ def _route_of(optimizer: LearnedLSTMOptim, group: dict[str, Any], param: torch.T
 
 def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
                 targets: list[torch.Tensor], weights: Any, compute_dtype: torch.dtype,
-                chunk_size: int, lr: float, maximize: bool) -> None:
+                chunk_size: int, lr: float, maximize: bool,
+                values: list[torch.Tensor] | None = None) -> None:
     """The update rule over flat ``grads`` in blocks of ``chunk_size`` coordinates, in one
     workspace: ``targets += lr * update``, ``hidden`` replaced by the new state, in place.
+    ``values`` (the parameters' values θ, for nets with ``parameter_feature``) are read block
+    by block, each before its own block is updated.
 
     A block that spans many small tensors is gathered with one ``cat`` and scattered with one
     ``_foreach`` call each, so the Python work per block does not grow with the tensor count.
@@ -475,12 +481,16 @@ def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
         if len(pieces) == 1:
             index, start, stop = pieces[0]
             grad_in.copy_(grads[index][start:stop])
+            if values is not None:
+                workspace.param[:rows].copy_(values[index][start:stop])
             if hidden[index].dtype == compute_dtype and rows % ROW_ALIGN == 0:
                 in_place = hidden[index][start:stop]
             else:
                 hidden_in.copy_(hidden[index][start:stop])
         else:
             torch.cat(_slices(grads, pieces), out=grad_in)
+            if values is not None:
+                torch.cat(_slices(values, pieces), out=workspace.param[:rows])
             torch.cat(_slices(hidden, pieces), out=hidden_in)
         if maximize:
             grad_in.neg_()

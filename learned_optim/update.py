@@ -54,6 +54,7 @@ __all__ = [
     "fuse_weights",
     "preprocess_gradient",
     "adaptive_features",
+    "parameter_feature",
     "lstm_step",
     "lstm_step_",
     "lstm_update",
@@ -122,7 +123,8 @@ _FRESH = _Buffers(None, (None,) * 8, None, None)
 class StepWorkspace:
     """Preallocated buffers for :func:`lstm_step_` on blocks of up to ``rows`` coordinates.
 
-    The caller writes gradients into ``grad[:n]`` and the state into ``hidden[:n]``; after
+    The caller writes gradients into ``grad[:n]`` (and, with ``parameter_feature``, the
+    parameters' values into ``param[:n]``) and the state into ``hidden[:n]``; after
     :func:`lstm_step_` the new state is in ``hidden[:n]``. Reusing one workspace for every
     block of a step keeps the step's extra memory at :attr:`nbytes` (plus the gradient
     preprocessing's temporaries), whatever the model size, and avoids page faults.
@@ -143,6 +145,8 @@ class StepWorkspace:
         make = dict(dtype=dtype, device=device)
         # Uninitialised: every row is written before it is read (lstm_step_ zeroes the padding).
         self.grad = torch.empty(self.rows, **make)
+        # θ of the block's coordinates, for parameter_feature=True (else None)
+        self.param = torch.empty(self.rows, **make) if config.parameter_feature else None
         self.hidden = torch.empty(self.rows, config.state_rows, hidden, **make)
         self._gates = torch.empty(self.rows, 4 * hidden, **make)
         self._inputs = torch.empty(self.rows * width, **make)
@@ -151,16 +155,20 @@ class StepWorkspace:
 
     @staticmethod
     def floats_per_row(config: LSTMOptimizerConfig) -> int:
-        """Numbers held per coordinate: gradient, state, gates, layer input, scratch, update."""
+        """Numbers held per coordinate: gradient (and θ), state, gates, layer input, scratch,
+        update."""
         hidden = config.hidden_size
+        # parameter_feature: θ's buffer, and the clipped θ and the features joined with it
+        with_param = 1 + 2 + config.input_size if config.parameter_feature else 0
         return (1 + config.state_size + 4 * hidden + max(config.input_size, hidden) + hidden
-                + hidden + 1 + _head_temporaries(config))
+                + hidden + 1 + _head_temporaries(config) + with_param)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the workspace's buffers."""
-        return sum(t.nbytes for t in (self.grad, self.hidden, self._gates, self._inputs,
-                                      self._scratch, self._update))
+        return sum(t.nbytes for t in (self.grad, self.param, self.hidden, self._gates,
+                                      self._inputs, self._scratch, self._update)
+                   if t is not None)
 
     def _buffers(self, rows: int) -> _Buffers:
         widths = [self.config.input_size] + [self.config.hidden_size] * (self.config.num_layers - 1)
@@ -290,8 +298,22 @@ def adaptive_features(grad: torch.Tensor, accumulators: torch.Tensor
 _EPSILON = 1e-12
 
 
-def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
-              weights: FusedLSTMWeights) -> tuple[torch.Tensor, torch.Tensor]:
+def parameter_feature(param: torch.Tensor) -> torch.Tensor:
+    r"""The parameter value as an LSTM input (``parameter_feature=True``), shape ``(n, 1)``:
+
+    .. math::
+        x_\theta = \operatorname{clip}(\theta, -10, 10)
+
+    (NaN reads as 0, so a non-finite parameter cannot make the step non-finite). Metz et al.
+    (2020) and Wichrowska et al. (2017) give learned optimizers the parameter value, e.g. to
+    learn weight decay or steps that depend on where a weight is. Unlike the adaptive
+    features it is not scale-free.
+    """
+    return torch.clamp(torch.nan_to_num(param, nan=0.0), -FEATURE_CLIP, FEATURE_CLIP).unsqueeze(1)
+
+
+def lstm_step(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeights,
+              param: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One step of the coordinatewise LSTM on a block of coordinates.
 
     Args:
@@ -301,6 +323,9 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
             ``features="adaptive"`` the last row's first 8 columns hold the accumulators of
             :func:`adaptive_features`.
         weights: φ from :func:`fuse_weights`.
+        param: the coordinates' current values θ, shape ``(n,)``: required with
+            ``parameter_feature=True`` (:func:`parameter_feature`), ignored otherwise. Treated
+            as a constant, like the gradient.
 
     Returns:
         ``(update, new_hidden)``: the step :math:`g_t` of shape ``(n,)`` (already multiplied by
@@ -342,11 +367,13 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor,
     (:math:`|c'| \le |c| + 1`).
     """
     n = grad.shape[0]
+    param = _checked_param(param, n, weights.config)
     pad = (-n) % ROW_ALIGN
     if pad:
         grad = F.pad(grad, (0, pad))
         hidden = F.pad(hidden, (0, 0, 0, 0, 0, pad))
-    update, new_hidden = _lstm_math(grad, hidden, weights, _FRESH)
+        param = None if param is None else F.pad(param, (0, pad))
+    update, new_hidden = _lstm_math(grad, hidden, weights, _FRESH, param)
     if pad:
         update, new_hidden = update[:n], new_hidden[:n]
     return update, new_hidden
@@ -357,7 +384,8 @@ def lstm_step_(workspace: StepWorkspace, rows: int, weights: FusedLSTMWeights, *
                hidden: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`lstm_step` in place: the block's state is replaced by the new state.
 
-    The caller has written the block's gradients into ``workspace.grad[:rows]`` and its state
+    The caller has written the block's gradients into ``workspace.grad[:rows]`` (with
+    ``parameter_feature``, its values into ``workspace.param[:rows]``) and its state
     into ``workspace.hidden[:rows]``, or passes the state itself as ``hidden`` (contiguous,
     shape ``(rows, config.state_rows, hidden_size)``, the workspace's dtype, ``rows`` a multiple of
     :data:`ROW_ALIGN`), which then is updated where it lies, with no copy in or out. Returns
@@ -368,6 +396,10 @@ def lstm_step_(workspace: StepWorkspace, rows: int, weights: FusedLSTMWeights, *
         raise ValueError(f"rows must be in [1, {workspace.rows}] for this workspace, got {rows}")
     padded = _aligned(rows)
     workspace.grad[rows:padded].zero_()
+    param = None
+    if workspace.param is not None:
+        workspace.param[rows:padded].zero_()
+        param = workspace.param[:padded]
     if hidden is None:
         workspace.hidden[rows:padded].zero_()
         hidden = workspace.hidden[:padded]
@@ -378,12 +410,24 @@ def lstm_step_(workspace: StepWorkspace, rows: int, weights: FusedLSTMWeights, *
             f"place: it must be contiguous, of dtype {workspace.hidden.dtype} and shape "
             f"{tuple(workspace.hidden[:rows].shape)} with rows a multiple of {ROW_ALIGN}; copy "
             "it into workspace.hidden instead")
-    update, _ = _lstm_math(workspace.grad[:padded], hidden, weights, workspace._buffers(padded))
+    update, _ = _lstm_math(workspace.grad[:padded], hidden, weights, workspace._buffers(padded),
+                           param)
     return update[:rows]
 
 
+def _checked_param(param: torch.Tensor | None, rows: int,
+                   config: LSTMOptimizerConfig) -> torch.Tensor | None:
+    if not config.parameter_feature:
+        return None
+    if param is None or param.shape != (rows,):
+        raise ValueError(f"this net reads the parameter value (parameter_feature=True): pass "
+                         f"param=, the {rows} coordinates' current values, shape ({rows},)"
+                         + ("" if param is None else f", got shape {tuple(param.shape)}"))
+    return param.detach()
+
+
 def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeights,
-               into: _Buffers) -> tuple[torch.Tensor, torch.Tensor]:
+               into: _Buffers, param: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The LSTM on a padded block. With ``_FRESH`` every result is a new tensor (autograd
     works); with a workspace's buffers every result goes into them and ``hidden`` is
     overwritten with the new state. Same operations in the same order either way."""
@@ -392,6 +436,8 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
     accumulators, accumulator_row = None, 2 * config.num_layers  # the row after every (h, c)
     if config.features == "adaptive":
         features, accumulators = adaptive_features(grad, hidden[:, accumulator_row])
+        if config.parameter_feature:
+            features = torch.cat([features, parameter_feature(param)], dim=1)
     else:
         features = preprocess_gradient(grad, config)
     layer_input = features
@@ -522,6 +568,7 @@ def gather(tensors: Sequence[torch.Tensor], pieces: Sequence[tuple[int, int, int
 
 def lstm_update(grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor],
                 weights: FusedLSTMWeights, *, chunk_size: int | None = None,
+                params: Sequence[torch.Tensor] | None = None,
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Apply :func:`lstm_step` to flat tensors, chunked over coordinates (functional).
 
@@ -530,6 +577,7 @@ def lstm_update(grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor],
         hidden: matching states ``(n_i, config.state_rows, hidden_size)``.
         weights: φ from :func:`fuse_weights`; gradients flow back to it.
         chunk_size: coordinates per block (``None``: all at once).
+        params: 1-D values θ matching ``grads``; required with ``parameter_feature=True``.
 
     Returns:
         ``(updates, new_hidden)``, lists matching the inputs. The results do not depend on
@@ -542,7 +590,9 @@ def lstm_update(grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor],
     update_parts: list[list[torch.Tensor]] = [[] for _ in grads]
     hidden_parts: list[list[torch.Tensor]] = [[] for _ in grads]
     for pieces in iter_chunks(sizes, chunk_size or total):
-        update, new_hidden = lstm_step(gather(grads, pieces), gather(hidden, pieces), weights)
+        param = None if params is None else gather(params, pieces)
+        update, new_hidden = lstm_step(gather(grads, pieces), gather(hidden, pieces), weights,
+                                       param)
         offset = 0
         for index, start, stop in pieces:
             update_parts[index].append(update[offset:offset + stop - start])

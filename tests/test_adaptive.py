@@ -233,3 +233,120 @@ def test_optimizer_keeps_the_accumulators_through_state_dict(tmp_path):
     train(resumed_model, resumed, 3, 3)
     for a, b in zip(model.parameters(), resumed_model.parameters()):
         assert torch.equal(a, b)
+
+
+# -- parameter_feature: the parameter value as one more input ----------------------------------
+
+WITH_PARAM = dict(ADAPTIVE, parameter_feature=True)
+
+
+def run_steps_with_values(net, grads, values, chunk_size=None, split=None):
+    weights = fuse_weights(net)
+    n = grads[0].shape[0]
+    hidden = net.initial_state(n, dtype=grads[0].dtype)
+    parts = split or [n]
+    updates = []
+    for grad, value in zip(grads, values):
+        ups, states = lstm_update(list(grad.split(parts)), list(hidden.split(parts)), weights,
+                                  chunk_size=chunk_size, params=list(value.split(parts)))
+        updates.append(torch.cat(ups))
+        hidden = torch.cat(states)
+    return updates, hidden
+
+
+def test_parameter_feature_is_the_clipped_value_read_by_the_head_and_the_lstm():
+    net = net_of(7, **WITH_PARAM).double()
+    assert net.config.input_size == 5 and net.cells[0].weight_ih.shape[1] == 5
+    assert net.head.weight.shape == (2, 20 + 5)
+    grads = [torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
+             for s in range(3)]
+    values = [torch.linspace(-30, 30, 50, dtype=torch.float64)] * 3
+    moved, _ = run_steps_with_values(net, grads, values)
+    same, _ = run_steps_with_values(net, grads, [v.clamp(-FEATURE_CLIP, FEATURE_CLIP)
+                                                 for v in values])
+    assert all(torch.equal(a, b) for a, b in zip(moved, same))  # clipped to +-10
+    other, _ = run_steps_with_values(net, grads, [v * 0.5 for v in values])
+    assert not torch.allclose(moved[0], other[0])  # the step depends on θ
+    # with θ's column of the first layer and of the head at zero, θ changes nothing
+    zeroed = copy.deepcopy(net)
+    zeroed.cells[0].weight_ih[:, 4] = 0.0
+    zeroed.head.weight[:, -1] = 0.0
+    first, _ = run_steps_with_values(zeroed, grads, values)
+    second, _ = run_steps_with_values(zeroed, grads, [v * 0.5 for v in values])
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_untrained_net_with_a_parameter_feature_still_starts_like_adam():
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(**WITH_PARAM), seed=0)
+    assert torch.equal(net.head.weight[:, 20:], torch.tensor([[0.0, 0, -1, 0, 0], [0, 0, 0, 0, 0]]))
+
+
+@pytest.mark.parametrize("chunk_size,split", [(1, None), (7, None), (64, [5, 300, 3, 93])])
+def test_parameter_feature_is_bit_exact_across_chunks_and_splits(chunk_size, split):
+    net = net_of(2, **WITH_PARAM)
+    grads = [mixed_gradients(401, seed=s) for s in range(3)]
+    values = [mixed_gradients(401, seed=10 + s) * 1e3 for s in range(3)]
+    whole, whole_hidden = run_steps_with_values(net, grads, values)
+    parts, parts_hidden = run_steps_with_values(net, grads, values, chunk_size, split)
+    assert all(torch.equal(a, b) for a, b in zip(whole, parts))
+    assert torch.equal(whole_hidden, parts_hidden)
+
+
+@pytest.mark.parametrize("rows", [1, 37])
+def test_parameter_feature_in_place_step_is_bit_identical(rows):
+    net = net_of(4, **WITH_PARAM)
+    weights = fuse_weights(net)
+    hidden = net.initial_state(rows)
+    workspace = StepWorkspace(64, net.config)
+    workspace.param.fill_(float("nan"))  # the padding must not be read
+    workspace.hidden[:rows] = hidden
+    for seed in range(3):
+        grad, value = mixed_gradients(rows, seed=seed), mixed_gradients(rows, seed=5 + seed)
+        expected_update, hidden = lstm_step(grad, hidden, weights, value)
+        workspace.grad[:rows], workspace.param[:rows] = grad, value
+        assert torch.equal(lstm_step_(workspace, rows, weights), expected_update)
+        assert torch.equal(workspace.hidden[:rows], hidden)
+    assert workspace.nbytes <= step_memory_bytes(64, net.config)
+
+
+def test_a_net_reading_the_parameter_needs_its_value():
+    net = net_of(1, **WITH_PARAM)
+    with pytest.raises(ValueError, match=r"parameter_feature=True\): pass param="):
+        lstm_step(torch.ones(3), net.initial_state(3), fuse_weights(net))
+    with pytest.raises(ValueError, match=r"got shape \(4,\)"):
+        lstm_step(torch.ones(3), net.initial_state(3), fuse_weights(net), torch.ones(4))
+
+
+def test_parameter_feature_needs_adaptive_features_and_is_off_in_old_configs():
+    with pytest.raises(ConfigError, match="parameter_feature=True.*unless features='adaptive'"):
+        LSTMOptimizerConfig(parameter_feature=True)
+    with pytest.raises(ConfigError, match="parameter_feature=1"):
+        LSTMOptimizerConfig(features="adaptive", parameter_feature=1)
+    old = LSTMOptimizerConfig.from_dict(dict(ADAPTIVE, hidden_size=20, num_layers=2,
+                                             preprocessing="log_sign", p=10.0))
+    assert old.parameter_feature is False and old.input_size == 4
+
+
+def test_optimizer_feeds_each_parameter_its_own_value(tmp_path):
+    """LearnedLSTMOptim's step equals lstm_update given θ, for a contiguous and a transposed
+    (non-contiguous) parameter, in blocks that span both."""
+    net = net_of(8, **WITH_PARAM)
+    WeightsBundle({"fc": net}, name="param-feature-test").save_pretrained(tmp_path / "b")
+    g = torch.Generator().manual_seed(0)
+    plain = torch.nn.Parameter(torch.randn(6, 5, generator=g) * 4)
+    transposed = torch.nn.Parameter((torch.randn(7, 3, generator=g) * 4).t())
+    params = [plain, transposed]
+    assert not transposed.is_contiguous()
+    optimizer = LearnedLSTMOptim(params, weights=str(tmp_path / "b"), chunk_size=8)
+    weights = fuse_weights(net)
+    hidden = [net.initial_state(p.numel()) for p in params]
+    for step in range(3):
+        grads = [torch.randn(p.shape, generator=g) for p in params]
+        before = [p.detach().clone() for p in params]
+        updates, hidden = lstm_update([gr.reshape(-1) for gr in grads], hidden, weights,
+                                      params=[b.reshape(-1) for b in before])
+        for p, gr in zip(params, grads):
+            p.grad = gr
+        optimizer.step()
+        for p, b, u in zip(params, before, updates):
+            torch.testing.assert_close(p.detach(), b + u.view(b.shape), rtol=0, atol=1e-6)

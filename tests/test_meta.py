@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from learned_optim import (ConfigError, LearnedLSTMOptim, LSTMOptimizerNet, fuse_weights,
-                           list_pretrained, load_weights, lstm_update, resolve_weights)
+from learned_optim import (ConfigError, LearnedLSTMOptim, LSTMOptimizerConfig, LSTMOptimizerNet,
+                           fuse_weights, list_pretrained, load_weights, lstm_update,
+                           resolve_weights)
 from learned_optim.meta import MetaTrainConfig, MetaTrainer
 from learned_optim.meta.trainer import _task_seed
 from learned_optim.meta.unroll import evaluate, start
@@ -118,6 +119,31 @@ def test_saved_bundle_gives_the_same_updates_as_the_in_memory_net(tmp_path):
     assert torch.equal(run(str(tmp_path)), run(bundle.nets["fc"]))
     loaded = load_weights(tmp_path)
     assert loaded.provenance["seed"] == 0 and loaded.provenance["command"]
+
+
+def test_unrolled_training_and_the_optimizer_agree_for_a_net_reading_the_parameter():
+    """parameter_feature: the MetaTrainer's unroll feeds θ_t to the net as the optimizer does,
+    and the meta-gradient reaches the weights that read it."""
+    net_config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
+                                     output_scale=0.01, parameter_feature=True)
+    trainer = MetaTrainer(short_quadratics(), tiny_config(net=net_config.to_dict()))
+    with torch.no_grad():
+        trainer.nets["fc"].head.weight[:, -1] = 0.5  # θ's head column starts at 0
+    task = short_quadratics().sample(3)
+    meta_loss, _ = trainer.meta_loss(task, start(task, trainer.nets), 5)
+    meta_loss.backward()
+    net = trainer.nets["fc"]
+    assert net.cells[0].weight_ih.grad[:, 4].abs().sum() > 0
+    assert net.head.weight.grad[:, -1].abs().sum() > 0
+    losses = evaluate(task, trainer.nets, 5)
+    model = task.model
+    optimizer = LearnedLSTMOptim(model.parameters(), weights=net)
+    for step in range(5):
+        optimizer.zero_grad()
+        loss = task.loss(dict(model.named_parameters()), step)
+        assert math.isclose(float(loss.detach()), losses[step], rel_tol=1e-5), step
+        loss.backward()
+        optimizer.step()
 
 
 class _Interrupt(Exception):

@@ -56,8 +56,9 @@ def apply_update(task: Task, state: UnrollState, loss: torch.Tensor,
         members = [i for i, n in enumerate(names) if task.routes[n] == route]
         flat_grads = [(grads[i] if grads[i] is not None else torch.zeros_like(
             state.params[names[i]])).detach().reshape(-1) for i in members]
+        values = [state.params[names[i]].detach().reshape(-1) for i in members]
         updates, hidden = lstm_update(flat_grads, [state.hidden[names[i]] for i in members],
-                                      weights[route], chunk_size=chunk_size)
+                                      weights[route], chunk_size=chunk_size, params=values)
         for i, update, h in zip(members, updates, hidden):
             name = names[i]
             new_params[name] = state.params[name] + update.view_as(state.params[name])
