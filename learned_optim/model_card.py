@@ -135,6 +135,8 @@ def _architecture_section(bundle: "WeightsBundle") -> str:
         config = bundle.nets[route].config
         inputs = ("adaptive (gradient and 3 momenta over RMS)" if config.features == "adaptive"
                   else f"`{config.preprocessing}` gradient, p={config.p:g}")
+        if config.parameter_feature:
+            inputs += " and the parameter value"
         step = ("additive" if config.update == "additive"
                 else f"direction x exp({config.magnitude_scale:g} * magnitude)")
         rows.append(f"| `{route}` | {config.hidden_size} | {config.num_layers} | {inputs} | "

@@ -396,6 +396,18 @@ def test_model_card_says_not_recorded_when_provenance_is_missing():
     assert f"Provenance: {NOT_RECORDED}" in empty
 
 
+def test_model_card_architecture_names_the_inputs_of_each_net():
+    from learned_optim import LSTMOptimizerConfig
+
+    paper = model_card_text(WeightsBundle({"fc": LSTMOptimizerNet(seed=0)}))
+    assert "| `fc` | 20 | 2 | `log_sign` gradient, p=10 | additive | 0.1 |" in paper
+    config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
+                                 output_scale=0.01, parameter_feature=True)
+    text = model_card_text(WeightsBundle({"fc": LSTMOptimizerNet(config, seed=0)}))
+    assert ("| `fc` | 20 | 2 | adaptive (gradient and 3 momenta over RMS) and the parameter "
+            "value | direction x exp(1 * magnitude) | 0.01 |") in text
+
+
 def test_push_to_hub_goes_through_huggingface_hub(monkeypatch):
     """Offline, the first request (create_repo) is refused by huggingface_hub itself."""
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
