@@ -368,13 +368,13 @@ def test_log_loss_objective_is_the_mean_log_of_the_unrolled_losses():
     meta_loss, state = trainer.meta_loss(task, start(task, trainer.nets), 5)
     expected = sum(math.log(f + 1e-8) for f in losses[1:]) / 5
     assert state.step == 5
-    assert math.isclose(float(meta_loss), expected, rel_tol=1e-5)
+    assert math.isclose(float(meta_loss.detach()), expected, rel_tol=1e-5)
     meta_loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all()
                for p in trainer._meta_params())
     plain = MetaTrainer(short_quadratics(), tiny_config())
     plain_loss, _ = plain.meta_loss(task, start(task, plain.nets), 5)
-    assert math.isclose(float(plain_loss), sum(losses[1:]) / 5, rel_tol=1e-5)
+    assert math.isclose(float(plain_loss.detach()), sum(losses[1:]) / 5, rel_tol=1e-5)
 
 
 def test_linear_weighting_counts_step_t_by_t_over_the_horizon():
@@ -384,9 +384,9 @@ def test_linear_weighting_counts_step_t_by_t_over_the_horizon():
     first, state = trainer.meta_loss(task, start(task, trainer.nets), 5)  # steps 1..5
     later, _ = trainer.meta_loss(task, state.detach(), 5)  # steps 6..10
     # the mean over a truncation's steps of w_t f(θ_t), w_t = t / 20
-    assert math.isclose(float(first), sum(t / 20 * losses[t] for t in range(1, 6)) / 5,
+    assert math.isclose(float(first.detach()), sum(t / 20 * losses[t] for t in range(1, 6)) / 5,
                         rel_tol=1e-5)
-    assert math.isclose(float(later), sum(t / 20 * losses[t] for t in range(6, 11)) / 5,
+    assert math.isclose(float(later.detach()), sum(t / 20 * losses[t] for t in range(6, 11)) / 5,
                         rel_tol=1e-5)
 
 
@@ -433,13 +433,13 @@ def test_loss_weights_follow_the_drawn_horizon_not_the_longest():
     losses = evaluate(task, trainer.nets, 10)
     # a run drawn 10 steps long: its last step, f(θ_10), is the one that counts
     final, _ = trainer.meta_loss(task, start(task, trainer.nets), 10, horizon=10)
-    assert math.isclose(float(final), losses[10], rel_tol=1e-5) and final.requires_grad
+    assert math.isclose(float(final.detach()), losses[10], rel_tol=1e-5) and final.requires_grad
     longest, _ = trainer.meta_loss(task, start(task, trainer.nets), 10)  # T = 20: no weight yet
     assert not longest.requires_grad
     linear = MetaTrainer(short_quadratics(), tiny_config(loss_weights="linear", horizon=20,
                                                          horizon_min=5))
     value, _ = linear.meta_loss(task, start(task, linear.nets), 5, horizon=10)
-    assert math.isclose(float(value), sum(t / 10 * losses[t] for t in range(1, 6)) / 5,
+    assert math.isclose(float(value.detach()), sum(t / 10 * losses[t] for t in range(1, 6)) / 5,
                         rel_tol=1e-5)
 
 
