@@ -297,9 +297,11 @@ class _RecordingQuadratics(QuadraticFamily):
 
 
 def _meta_config() -> MetaTrainConfig:
-    # 8 tasks in meta-batches of 4: 2 per process; 2 truncations each, so 4 meta-updates
+    # 8 tasks in meta-batches of 4: 2 per process. Random horizons: the two meta-batches draw
+    # 5 and 9 steps (1 and 2 truncations, so 3 meta-updates), and every process must draw the
+    # same for its share of a batch, or the all-reduces would not pair up.
     return MetaTrainConfig(epochs=1, tasks_per_epoch=8, meta_batch_size=4, horizon=10,
-                           unroll=5, validation_tasks=3, meta_lr=1e-2, seed=0)
+                           horizon_min=4, unroll=5, validation_tasks=3, meta_lr=1e-2, seed=0)
 
 
 def _meta_worker(rank: int, directory: Path) -> None:
@@ -349,9 +351,10 @@ def test_two_processes_of_k_tasks_match_one_process_of_2k_tasks(meta_run):
     assert not seeds[0] & seeds[1] and len(seeds[0]) == len(seeds[1]) == 4
     assert seeds[0] | seeds[1] == set(family.seeds)
     # The meta-gradients are the same sums in another order (2 + 2 tasks summed across
-    # processes, 4 summed in one), so they differ by float32 rounding, ~1e-7 relative; after 4
-    # Adam steps of lr 1e-2, phi moved 4e-2 and differed by 7e-8 here (a few ulps). 1e-6 is
-    # well above rounding and far below one meta-update (1e-2).
+    # processes, 4 summed in one), so they differ by float32 rounding, ~1e-7 relative; after a
+    # few Adam steps of lr 1e-2, phi moved ~4e-2 and differed by a few ulps. 1e-6 is well above
+    # rounding and far below one meta-update (1e-2): a process that drew another horizon than
+    # its meta-batch's differs by ~1e-2.
     tensors, info = runs[0]
     untrained = MetaTrainer(_RecordingQuadratics(), _meta_config())._net_state()
     moved = 0.0
