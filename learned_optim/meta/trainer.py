@@ -191,8 +191,8 @@ class MetaTrainer:
         .. math::
             T = \operatorname{round}\big(a\,(b / a)^{u}\big), \qquad u \sim U[0, 1)
 
-        drawn from a generator seeded by ``seed`` plus a constant (log-uniform: each factor of 2 in T is as
-        likely as any other; mean :math:`(b - a) / \ln(b / a)`)."""
+        drawn from a generator seeded by ``seed`` plus a constant (log-uniform: each factor of
+        2 in T is as likely as any other; mean :math:`(b - a) / \ln(b / a)`)."""
         low, high = self.config.horizon_min, self.config.horizon
         if not low or low == high:
             return high
