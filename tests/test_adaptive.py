@@ -27,15 +27,18 @@ def net_of(seed=0, **config):
     return net.requires_grad_(False)
 
 
-def run_steps(net, grads, chunk_size=None, split=None):
+def run_steps(net, grads, chunk_size=None, split=None, values=None):
+    """Steps of lstm_update over ``grads`` (and the parameter values ``values``, for nets with
+    parameter_feature), the coordinates split into tensors of sizes ``split``."""
     weights = fuse_weights(net)
     n = grads[0].shape[0]
     hidden = net.initial_state(n, dtype=grads[0].dtype)
+    parts = split or [n]
     updates = []
-    for grad in grads:
-        parts = split or [n]
+    for step, grad in enumerate(grads):
+        params = None if values is None else list(values[step].split(parts))
         ups, states = lstm_update(list(grad.split(parts)), list(hidden.split(parts)), weights,
-                                  chunk_size=chunk_size)
+                                  chunk_size=chunk_size, params=params)
         updates.append(torch.cat(ups))
         hidden = torch.cat(states)
     return updates, hidden
@@ -240,20 +243,6 @@ def test_optimizer_keeps_the_accumulators_through_state_dict(tmp_path):
 WITH_PARAM = dict(ADAPTIVE, parameter_feature=True)
 
 
-def run_steps_with_values(net, grads, values, chunk_size=None, split=None):
-    weights = fuse_weights(net)
-    n = grads[0].shape[0]
-    hidden = net.initial_state(n, dtype=grads[0].dtype)
-    parts = split or [n]
-    updates = []
-    for grad, value in zip(grads, values):
-        ups, states = lstm_update(list(grad.split(parts)), list(hidden.split(parts)), weights,
-                                  chunk_size=chunk_size, params=list(value.split(parts)))
-        updates.append(torch.cat(ups))
-        hidden = torch.cat(states)
-    return updates, hidden
-
-
 def test_parameter_feature_is_the_clipped_value_read_by_the_head_and_the_lstm():
     net = net_of(7, **WITH_PARAM).double()
     assert net.config.input_size == 5 and net.cells[0].weight_ih.shape[1] == 5
@@ -261,18 +250,17 @@ def test_parameter_feature_is_the_clipped_value_read_by_the_head_and_the_lstm():
     grads = [torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
              for s in range(3)]
     values = [torch.linspace(-30, 30, 50, dtype=torch.float64)] * 3
-    moved, _ = run_steps_with_values(net, grads, values)
-    same, _ = run_steps_with_values(net, grads, [v.clamp(-FEATURE_CLIP, FEATURE_CLIP)
-                                                 for v in values])
+    moved, _ = run_steps(net, grads, values=values)
+    same, _ = run_steps(net, grads, values=[v.clamp(-FEATURE_CLIP, FEATURE_CLIP) for v in values])
     assert all(torch.equal(a, b) for a, b in zip(moved, same))  # clipped to +-10
-    other, _ = run_steps_with_values(net, grads, [v * 0.5 for v in values])
+    other, _ = run_steps(net, grads, values=[v * 0.5 for v in values])
     assert not torch.allclose(moved[0], other[0])  # the step depends on θ
     # with θ's column of the first layer and of the head at zero, θ changes nothing
     zeroed = copy.deepcopy(net)
     zeroed.cells[0].weight_ih[:, 4] = 0.0
     zeroed.head.weight[:, -1] = 0.0
-    first, _ = run_steps_with_values(zeroed, grads, values)
-    second, _ = run_steps_with_values(zeroed, grads, [v * 0.5 for v in values])
+    first, _ = run_steps(zeroed, grads, values=values)
+    second, _ = run_steps(zeroed, grads, values=[v * 0.5 for v in values])
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
@@ -286,8 +274,8 @@ def test_parameter_feature_is_bit_exact_across_chunks_and_splits(chunk_size, spl
     net = net_of(2, **WITH_PARAM)
     grads = [mixed_gradients(401, seed=s) for s in range(3)]
     values = [mixed_gradients(401, seed=10 + s) * 1e3 for s in range(3)]
-    whole, whole_hidden = run_steps_with_values(net, grads, values)
-    parts, parts_hidden = run_steps_with_values(net, grads, values, chunk_size, split)
+    whole, whole_hidden = run_steps(net, grads, values=values)
+    parts, parts_hidden = run_steps(net, grads, chunk_size, split, values=values)
     assert all(torch.equal(a, b) for a, b in zip(whole, parts))
     assert torch.equal(whole_hidden, parts_hidden)
 

@@ -248,11 +248,10 @@ class MetaTrainer:
                             f"{float(loss.detach())}; no optimizer can start from there. Check "
                             "the task's data, model initialisation and loss function")
 
-    def train_task(self, task: Task, *, where: str = "the task",
-                   horizon: int | None = None) -> list[float]:
+    def train_task(self, task: Task, *, where: str = "the task") -> list[float]:
         """Unroll one optimizee over the horizon with a meta-update after each truncation."""
         self.check_task(task, where=where)
-        return self.train_tasks([task], horizon=horizon)
+        return self.train_tasks([task])
 
     def train_tasks(self, tasks: list[Task], *, horizon: int | None = None) -> list[float]:
         """Unroll ``tasks`` side by side for ``horizon`` steps (default ``config.horizon``);
