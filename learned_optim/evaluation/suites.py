@@ -21,7 +21,8 @@ from ..tasks.heldout import (AddingRNNFamily, DigitsAutoencoderFamily, Rosenbroc
                              TabularFamily)
 from ..tasks.neural_art import NeuralArtFamily
 from ..tasks.quadratic import QuadraticFamily
-from ..tasks.synthetic import TeacherRegressionFamily
+from ..tasks.image_patches import PatchAutoencoderFamily
+from ..tasks.synthetic import TeacherRegressionFamily, TeacherRNNFamily
 from ..tasks.transfer import (IrisFamily, LinnerudFamily, SequenceAttentionFamily,
                               SyntheticClassificationFamily, SyntheticRegressionFamily)
 from .baselines import LR_GRID, QUICK_LR_GRID
@@ -187,6 +188,15 @@ VALIDATION_ROWS = (
     Row("val-digits-sigmoid-5000", lambda: DigitsMLPFamily(horizon=5000,
                                                            name="val-digits-sigmoid-5000"),
         5000, _DEFAULT, "digits train images, the paper's sigmoid MLP 64-20-10, 5,000 steps"),
+    # ninth round (issue 10): the kinds of problem `default` lost on held out, from allowed data
+    Row("val-teacher-rnn", lambda: TeacherRNNFamily(horizon=1000, name="val-teacher-rnn"),
+        1000, _DEFAULT, "synthetic teacher-student sequence regression, tanh RNNs"),
+    Row("val-patch-autoencoder", lambda: PatchAutoencoderFamily(
+        horizon=1000, name="val-patch-autoencoder"), 1000, _DEFAULT,
+        "autoencoders on 8x8 grey patches of the sample images"),
+    Row("val-teacher-noisy", lambda: TeacherRegressionFamily(
+        horizon=1000, name="val-teacher-noisy", noise_levels=(1.0,)), 1000, _DEFAULT,
+        "synthetic teacher-student regression, label noise as large as the signal"),
 )
 
 SUITES: dict[str, tuple[Row, ...]] = {"paper": PAPER_ROWS, "transfer": TRANSFER_ROWS,
