@@ -15,6 +15,7 @@ from torch import nn
 
 from .base import Task
 from .digits import DigitsMLP, digits_split
+from .synthetic import ElmanRNN
 from .transfer import _EvaluationFamily, _minibatches, _mse, _seeded, _sklearn, _standardise
 
 __all__ = ["TabularFamily", "DigitsAutoencoderFamily", "AddingRNNFamily", "RosenbrockFamily"]
@@ -78,20 +79,6 @@ class DigitsAutoencoderFamily(_EvaluationFamily):
                     sample_batch=_minibatches(x, x, self.batch_size, seed), loss_fn=_mse)
 
 
-class _ElmanRNN(nn.Module):
-    def __init__(self, inputs: int = 2, width: int = 16):
-        super().__init__()
-        self.input = nn.Linear(inputs, width)
-        self.recurrent = nn.Linear(width, width, bias=False)
-        self.readout = nn.Linear(width, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.zeros(*x.shape[:-2], self.recurrent.in_features, dtype=x.dtype)
-        for t in range(x.shape[-2]):
-            h = torch.tanh(self.input(x[..., t, :]) + self.recurrent(h))
-        return self.readout(h)
-
-
 class AddingRNNFamily(_EvaluationFamily):
     r"""The adding problem (Hochreiter & Schmidhuber 1997) for an Elman RNN: inputs are pairs
     (value ~ U(0, 1), marker); two positions are marked and the target is the sum of their
@@ -115,7 +102,7 @@ class AddingRNNFamily(_EvaluationFamily):
             marks[rows, second] = 1.0
             target = (values * marks).sum(1, keepdim=True)
             return torch.stack([values, marks], -1), target
-        return Task(model=_seeded(seed, _ElmanRNN), sample_batch=sample_batch, loss_fn=_mse)
+        return Task(model=_seeded(seed, ElmanRNN), sample_batch=sample_batch, loss_fn=_mse)
 
 
 class _Point(nn.Module):

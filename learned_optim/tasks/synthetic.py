@@ -28,7 +28,7 @@ from torch import nn
 from .base import Task, TaskFamily
 from .digits import DigitsMLP
 
-__all__ = ["TeacherRegressionFamily", "TeacherRNNFamily"]
+__all__ = ["TeacherRegressionFamily", "TeacherRNNFamily", "ElmanRNN"]
 
 _SAMPLES = 512
 
@@ -110,18 +110,19 @@ class TeacherRegressionFamily(TaskFamily):
                 "16|32, batch 16|64|512"}
 
 
-class _TanhRNN(nn.Module):
+class ElmanRNN(nn.Module):
     """An Elman RNN read out from its last hidden state: :math:`h_t = \\tanh(W x_t + U h_{t-1}
-    + b)`, :math:`\\hat y = V h_L + c`."""
+    + b)`, :math:`\\hat y = V h_L + c`; inputs ``(..., L, inputs)``, output ``(..., 1)``."""
 
-    def __init__(self, inputs: int, width: int):
+    def __init__(self, inputs: int = 2, width: int = 16):
         super().__init__()
         self.input = nn.Linear(inputs, width)
         self.recurrent = nn.Linear(width, width, bias=False)
         self.readout = nn.Linear(width, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.new_zeros(*x.shape[:-2], self.recurrent.in_features)
+        h = torch.zeros(*x.shape[:-2], self.recurrent.in_features, dtype=x.dtype,
+                        device=x.device)
         for t in range(x.shape[-2]):
             h = torch.tanh(self.input(x[..., t, :]) + self.recurrent(h))
         return self.readout(h)
@@ -152,7 +153,7 @@ class TeacherRNNFamily(TaskFamily):
         inputs, length = pick((1, 2, 4)), pick((4, 8, 12))
         width, batch_size = pick((8, 16, 32)), pick((16, 32, 64))
         init_scale = 10.0 ** (-0.3 + 0.6 * float(torch.rand((), generator=g)))
-        teacher = _TanhRNN(inputs, 8).requires_grad_(False)
+        teacher = ElmanRNN(inputs, 8).requires_grad_(False)
         with torch.no_grad():
             teacher.input.weight.copy_(0.5 * torch.randn(8, inputs, generator=g) / inputs ** 0.5)
             teacher.input.bias.copy_(0.1 * torch.randn(8, generator=g))
@@ -164,7 +165,7 @@ class TeacherRNNFamily(TaskFamily):
         shift, spread = float(reference.mean()), float(reference.std().clamp_min(1e-3))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = _TanhRNN(inputs, width)
+            model = ElmanRNN(inputs, width)
         params = {name: p.detach() * init_scale for name, p in model.named_parameters()}
 
         def sample_batch(step: int):
