@@ -17,6 +17,7 @@ from torch import nn
 from .base import Task, TaskFamily
 from .digits import _ACTIVATIONS
 from .neural_art import _sample_images
+from .synthetic import choose
 
 __all__ = ["PatchAutoencoderFamily"]
 
@@ -57,11 +58,8 @@ class PatchAutoencoderFamily(TaskFamily):
     def sample(self, seed: int) -> Task:
         g = torch.Generator().manual_seed(seed + 1)
 
-        def pick(options):
-            return options[int(torch.randint(len(options), (1,), generator=g))]
-
-        code, activation = pick((8, 24, 32)), pick(("tanh", "relu", "sigmoid"))
-        sigmoid_output, batch_size = pick((True, False)), pick((32, 64, 128))
+        code, activation = choose((8, 24, 32), g), choose(("tanh", "relu", "sigmoid"), g)
+        sigmoid_output, batch_size = choose((True, False), g), choose((32, 64, 128), g)
         x = grey_patches(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -28,9 +28,14 @@ from torch import nn
 from .base import Task, TaskFamily
 from .digits import DigitsMLP
 
-__all__ = ["TeacherRegressionFamily", "TeacherRNNFamily", "ElmanRNN"]
+__all__ = ["TeacherRegressionFamily", "TeacherRNNFamily", "ElmanRNN", "choose"]
 
 _SAMPLES = 512
+
+
+def choose(options, generator: torch.Generator):
+    """One of ``options``, uniformly, drawn from ``generator`` (the families' random shapes)."""
+    return options[int(torch.randint(len(options), (1,), generator=generator))]
 
 
 def _noise_stream(seed: int) -> torch.Generator:
@@ -58,13 +63,10 @@ class TeacherRegressionFamily(TaskFamily):
     def sample(self, seed: int) -> Task:
         g = torch.Generator().manual_seed(seed)
 
-        def pick(options):
-            return options[int(torch.randint(len(options), (1,), generator=g))]
-
         def uniform(low: float, high: float) -> float:
             return low + (high - low) * float(torch.rand((), generator=g))
 
-        inputs = pick((4, 8, 16))
+        inputs = choose((4, 8, 16), g)
         x = torch.randn(_SAMPLES, inputs, generator=g)
         w1 = torch.randn(inputs, 16, generator=g) / inputs ** 0.5
         w2 = torch.randn(16, 1, generator=g) / 4.0
@@ -77,9 +79,9 @@ class TeacherRegressionFamily(TaskFamily):
         level = self.noise_levels[int(torch.randint(len(self.noise_levels), (1,),
                                                     generator=_noise_stream(seed)))]
         y = target_scale * (clean + level * torch.randn(_SAMPLES, 1, generator=g))
-        activation = pick(("relu", "tanh", "sigmoid"))
-        hidden, layers = pick((16, 32)), pick((1, 2))
-        batch_size = pick((16, 64, _SAMPLES))
+        activation = choose(("relu", "tanh", "sigmoid"), g)
+        hidden, layers = choose((16, 32), g), choose((1, 2), g)
+        batch_size = choose((16, 64, _SAMPLES), g)
         init_scale = 10.0 ** uniform(-0.5, 0.5)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -147,11 +149,8 @@ class TeacherRNNFamily(TaskFamily):
     def sample(self, seed: int) -> Task:
         g = torch.Generator().manual_seed(seed)
 
-        def pick(options):
-            return options[int(torch.randint(len(options), (1,), generator=g))]
-
-        inputs, length = pick((1, 2, 4)), pick((4, 8, 12))
-        width, batch_size = pick((8, 16, 32)), pick((16, 32, 64))
+        inputs, length = choose((1, 2, 4), g), choose((4, 8, 12), g)
+        width, batch_size = choose((8, 16, 32), g), choose((16, 32, 64), g)
         init_scale = 10.0 ** (-0.3 + 0.6 * float(torch.rand((), generator=g)))
         teacher = ElmanRNN(inputs, 8).requires_grad_(False)
         with torch.no_grad():
