@@ -137,6 +137,8 @@ def _architecture_section(bundle: "WeightsBundle") -> str:
                   else f"`{config.preprocessing}` gradient, p={config.p:g}")
         if config.parameter_feature:
             inputs += " and the parameter value"
+        if config.tensor_feature:
+            inputs += " and the tensor's signal-to-noise ratio"
         step = ("additive" if config.update == "additive"
                 else f"direction x exp({config.magnitude_scale:g} * magnitude)")
         rows.append(f"| `{route}` | {config.hidden_size} | {config.num_layers} | {inputs} | "

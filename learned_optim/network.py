@@ -37,7 +37,9 @@ SECOND_MOMENT_DECAY = 0.999
 FEATURE_CLIP = 10.0
 # Fields added after format 1's first bundles; a config without them means the paper's net.
 _OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0,
-                    "parameter_feature": False}
+                    "parameter_feature": False, "tensor_feature": False}
+#: Column of the accumulator row that holds the tensor feature (after the 8 accumulators).
+TENSOR_FEATURE_COLUMN = 2 * (len(MOMENTUM_DECAYS) + 1)
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,17 @@ class LSTMOptimizerConfig:
     # [-FEATURE_CLIP, FEATURE_CLIP] (Metz et al. 2020, Wichrowska et al. 2017; issue 10). Not
     # scale-free, unlike the others: it lets the step depend on where the parameter is.
     parameter_feature: bool = False
+    # With features="adaptive": one more input shared by every coordinate of a tensor, the
+    # tensor's mean |m_0.9| / sqrt(v) after the previous step (its gradients' signal-to-noise
+    # ratio; scale-free; see learned_optim.update.tensor_signal_to_noise; issue 10).
+    tensor_feature: bool = False
 
     @property
     def input_size(self) -> int:
         """Number of LSTM inputs per coordinate produced by the preprocessing."""
         if self.features == "adaptive":
-            return 1 + len(MOMENTUM_DECAYS) + int(self.parameter_feature)
+            return (1 + len(MOMENTUM_DECAYS) + int(self.parameter_feature)
+                    + int(self.tensor_feature))
         return 1 if self.preprocessing == "none" else 2
 
     @property
@@ -137,10 +144,16 @@ class LSTMOptimizerConfig:
         _check(not self.parameter_feature or self.features == "adaptive", "parameter_feature",
                self.parameter_feature, "false unless features='adaptive' (the parameter value "
                "is an extra adaptive feature)")
-        accumulators = 2 * (len(MOMENTUM_DECAYS) + 1)
+        _check(isinstance(self.tensor_feature, bool), "tensor_feature", self.tensor_feature,
+               "true or false")
+        _check(not self.tensor_feature or self.features == "adaptive", "tensor_feature",
+               self.tensor_feature, "false unless features='adaptive' (the tensor feature is "
+               "computed from the adaptive features' running averages)")
+        accumulators = TENSOR_FEATURE_COLUMN + int(self.tensor_feature)
         _check(self.features != "adaptive" or self.hidden_size >= accumulators, "hidden_size",
-               self.hidden_size, f"at least {accumulators} with features='adaptive' (its "
-               "accumulators share one state row)")
+               self.hidden_size, f"at least {accumulators} with features='adaptive'"
+               + (" and tensor_feature=True" if self.tensor_feature else "")
+               + " (its accumulators share one state row)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields."""
@@ -227,7 +240,8 @@ class LSTMOptimizerNet(nn.Module):
         cfg = self.config
         if cfg.features == "adaptive":
             text = "features='adaptive'" + (", parameter_feature=True"
-                                            if cfg.parameter_feature else "")
+                                            if cfg.parameter_feature else "") + (
+                ", tensor_feature=True" if cfg.tensor_feature else "")
         else:
             text = f"preprocessing={cfg.preprocessing!r}, p={cfg.p}"
         text += f", update={cfg.update!r}, output_scale={cfg.output_scale}"

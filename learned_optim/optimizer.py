@@ -14,7 +14,7 @@ from .errors import StateDictError, WeightsFormatError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
 from .sharding import is_sharded, local_hidden, local_tensor, saved_hidden_problem, sharded_hidden
 from .update import (ROW_ALIGN, StepWorkspace, fuse_weights, iter_chunks, lstm_step_,
-                     update_bound)
+                     update_bound, write_tensor_feature_)
 from .weights import WeightsBundle, resolve_weights
 
 __all__ = ["LearnedLSTMOptim"]
@@ -278,6 +278,9 @@ class LearnedLSTMOptim(Optimizer):
         torch._foreach_add_(steps, 1.0)
         _run_blocks(grads, hidden, targets, weights, compute_dtype, group["chunk_size"],
                     group["lr"], group["maximize"], values)
+        if weights.config.tensor_feature:  # one number per tensor (per shard under FSDP2)
+            for state in hidden:
+                write_tensor_feature_(state, weights.config)
         for real, buffer in deferred:
             real.add_(buffer.view(real.shape))
 

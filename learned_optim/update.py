@@ -44,8 +44,8 @@ from typing import Iterator, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from .network import (FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY, LSTMOptimizerConfig,
-                      LSTMOptimizerNet)
+from .network import (FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY, TENSOR_FEATURE_COLUMN,
+                      LSTMOptimizerConfig, LSTMOptimizerNet)
 
 __all__ = [
     "ROW_ALIGN",
@@ -55,6 +55,9 @@ __all__ = [
     "preprocess_gradient",
     "adaptive_features",
     "parameter_feature",
+    "tensor_signal_to_noise",
+    "with_tensor_feature",
+    "write_tensor_feature_",
     "lstm_step",
     "lstm_step_",
     "lstm_update",
@@ -312,6 +315,57 @@ def parameter_feature(param: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.nan_to_num(param, nan=0.0), -FEATURE_CLIP, FEATURE_CLIP).unsqueeze(1)
 
 
+def tensor_signal_to_noise(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+    r"""The tensor feature (``tensor_feature=True``): one number for a whole tensor.
+
+    From the accumulators of :func:`adaptive_features` in ``hidden`` (the tensor's state, shape
+    ``(n, config.state_rows, hidden_size)``), the mean over its :math:`n` coordinates of
+    Adam's direction,
+
+    .. math::
+        r = \frac{1}{n} \sum_{i=1}^{n} \operatorname{clip}\Big(
+            \frac{|\hat m_{0.9, i}|}{\sqrt{\hat v_i} + \epsilon},\ 0,\ 10\Big),
+
+    the tensor's gradient signal-to-noise ratio: near 1 while its gradients keep their sign,
+    near 0 where they are noise (close to a minimum, or small batches). It is scale-free like
+    the adaptive features and reads no parameter value. Learned optimizers with per-tensor
+    inputs (Wichrowska et al. 2017, Metz et al. 2022's VeLO) use such tensor statistics to set
+    the step size; here it is just one more LSTM input, the same for every coordinate of the
+    tensor, computed after each step and read at the next (:func:`with_tensor_feature`).
+    Computed in float32 (float64 for a float64 state), detached: like the gradient it is a
+    constant for meta-training. 0 for an empty tensor or a fresh state.
+    """
+    count = len(MOMENTUM_DECAYS) + 1
+    accumulators = hidden.detach()[:, 2 * config.num_layers, :2 * count]
+    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    accumulators = accumulators.to(dtype)
+    adam = MOMENTUM_DECAYS.index(0.9)
+    momentum = accumulators[:, adam] / accumulators[:, count + adam].clamp_min(1e-30)
+    second = accumulators[:, count - 1].clamp_min(0.0) / accumulators[:, -1].clamp_min(1e-30)
+    ratio = torch.nan_to_num(momentum.abs() / (torch.sqrt(second) + _EPSILON), nan=0.0)
+    if ratio.numel() == 0:
+        return ratio.new_zeros(())
+    return ratio.clamp(0.0, FEATURE_CLIP).mean()
+
+
+def with_tensor_feature(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+    """``hidden`` (one tensor's state) with :func:`tensor_signal_to_noise` written into column
+    :data:`~learned_optim.network.TENSOR_FEATURE_COLUMN` of every coordinate's accumulator
+    row, out of place (the MetaTrainer's unroll keeps the graph through the other rows)."""
+    value = tensor_signal_to_noise(hidden, config).to(hidden.dtype)
+    mask = torch.zeros(config.state_rows, config.hidden_size, dtype=torch.bool,
+                       device=hidden.device)
+    mask[2 * config.num_layers, TENSOR_FEATURE_COLUMN] = True
+    return torch.where(mask, value, hidden)
+
+
+@torch.no_grad()
+def write_tensor_feature_(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> None:
+    """:func:`with_tensor_feature` in place (the optimizer's state); the same bits."""
+    value = tensor_signal_to_noise(hidden, config)
+    hidden[:, 2 * config.num_layers, TENSOR_FEATURE_COLUMN] = value.to(hidden.dtype)
+
+
 def lstm_step(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeights,
               param: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One step of the coordinatewise LSTM on a block of coordinates.
@@ -321,7 +375,8 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeight
         hidden: state, shape ``(n, config.state_rows, hidden_size)``; row ``2l`` is
             :math:`h^{(l+1)}`, row ``2l + 1`` is :math:`c^{(l+1)}`; with
             ``features="adaptive"`` the last row's first 8 columns hold the accumulators of
-            :func:`adaptive_features`.
+            :func:`adaptive_features` (and, with ``tensor_feature=True``, column 8 the
+            tensor feature, :func:`with_tensor_feature`).
         weights: φ from :func:`fuse_weights`.
         param: the coordinates' current values θ, shape ``(n,)``: required with
             ``parameter_feature=True`` (:func:`parameter_feature`), ignored otherwise. Treated
@@ -438,6 +493,10 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         features, accumulators = adaptive_features(grad, hidden[:, accumulator_row])
         if config.parameter_feature:
             features = torch.cat([features, parameter_feature(param)], dim=1)
+        if config.tensor_feature:  # written by with_tensor_feature after the previous step
+            column = hidden[:, accumulator_row, TENSOR_FEATURE_COLUMN:TENSOR_FEATURE_COLUMN + 1]
+            features = torch.cat([features, torch.clamp(torch.nan_to_num(column, nan=0.0),
+                                                        -FEATURE_CLIP, FEATURE_CLIP)], dim=1)
     else:
         features = preprocess_gradient(grad, config)
     layer_input = features
@@ -461,7 +520,9 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         if in_place:
             hidden[:, accumulator_row, :accumulators.shape[1]].copy_(accumulators)
         else:
-            new_states.append(F.pad(accumulators, (0, config.hidden_size - accumulators.shape[1])))
+            # the rest of the row (the tensor feature, if any) is kept, as in place
+            new_states.append(torch.cat(
+                [accumulators, hidden[:, accumulator_row, accumulators.shape[1]:]], dim=1))
     if config.update == "direction_magnitude":
         update = _direction_magnitude(torch.cat([layer_input, features], dim=1), weights)
         if in_place:
@@ -581,7 +642,9 @@ def lstm_update(grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor],
 
     Returns:
         ``(updates, new_hidden)``, lists matching the inputs. The results do not depend on
-        ``chunk_size`` or on how coordinates are split into tensors.
+        ``chunk_size``, nor on how coordinates are split into tensors unless the net has
+        ``tensor_feature=True`` (then each tensor's state also gets its
+        :func:`tensor_signal_to_noise`).
     """
     sizes = [g.shape[0] for g in grads]
     total = sum(sizes)
@@ -600,6 +663,8 @@ def lstm_update(grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor],
             offset += stop - start
     updates = [_join(parts, g.new_zeros(0)) for parts, g in zip(update_parts, grads)]
     states = [_join(parts, h[:0]) for parts, h in zip(hidden_parts, hidden)]
+    if weights.config.tensor_feature:
+        states = [with_tensor_feature(h, weights.config) for h in states]
     return updates, states
 
 

@@ -338,3 +338,144 @@ def test_optimizer_feeds_each_parameter_its_own_value(tmp_path):
         optimizer.step()
         for p, b, u in zip(params, before, updates):
             torch.testing.assert_close(p.detach(), b + u.view(b.shape), rtol=0, atol=1e-6)
+
+
+# -- tensor_feature: each tensor's gradient signal-to-noise ratio as one more input -----------
+
+WITH_TENSOR = dict(ADAPTIVE, tensor_feature=True)
+
+
+def reference_signal_to_noise(grads):
+    """Mean over coordinates of clip(|m̂_0.9| / (sqrt(v̂) + 1e-12), 0, 10) after ``grads``, in
+    plain Python floats, with Adam's bias correction (1 - beta^t)."""
+    n, t = grads[0].shape[0], len(grads)
+    total = 0.0
+    for k in range(n):
+        m = v = 0.0
+        for grad in grads:
+            g = float(grad[k])
+            m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        ratio = abs(m / (1 - 0.9 ** t)) / (math.sqrt(v / (1 - 0.999 ** t)) + 1e-12)
+        total += min(ratio, FEATURE_CLIP)
+    return total / n
+
+
+def test_tensor_feature_is_each_tensors_mean_adam_ratio_after_the_step():
+    net = net_of(9, **WITH_TENSOR).double()
+    assert net.config.input_size == 5 and net.head.weight.shape == (2, 25)
+    g = torch.Generator().manual_seed(0)
+    # tensor 0 gets consistent gradients (ratio near 1), tensor 1 pure noise (ratio small)
+    grads = [torch.cat([1.0 + 0.1 * torch.randn(6, generator=g, dtype=torch.float64),
+                        torch.randn(40, generator=g, dtype=torch.float64)]) for _ in range(12)]
+    weights, hidden = fuse_weights(net), [net.initial_state(n, dtype=torch.float64) for n in (6, 40)]
+    for step, grad in enumerate(grads):
+        _, hidden = lstm_update(list(grad.split([6, 40])), hidden, weights)
+        for index, (start, stop) in enumerate([(0, 6), (6, 46)]):
+            column = hidden[index][:, 4, 8]
+            want = reference_signal_to_noise([gr[start:stop] for gr in grads[:step + 1]])
+            torch.testing.assert_close(column, torch.full_like(column, want), rtol=1e-12, atol=0)
+    assert float(hidden[0][0, 4, 8]) > 0.9 and float(hidden[1][0, 4, 8]) < 0.5
+
+
+def test_tensor_feature_is_read_at_the_next_step_by_the_lstm_and_the_head():
+    net = net_of(10, **WITH_TENSOR).double()
+    grads = [torch.randn(30, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
+             for s in range(4)]
+    whole, _ = run_steps(net, grads)
+    split, _ = run_steps(net, grads, split=[10, 20])  # other tensors, other feature values
+    # the first step reads the fresh state's 0, the second 1 (one gradient: |m̂| = sqrt(v̂))
+    assert torch.equal(whole[0], split[0])
+    torch.testing.assert_close(whole[1], split[1], rtol=1e-9, atol=0)
+    assert not torch.allclose(whole[2], split[2])
+    silent = copy.deepcopy(net)  # with its column of the first layer and head at zero ...
+    with torch.no_grad():
+        silent.cells[0].weight_ih[:, 4] = 0.0
+        silent.head.weight[:, -1] = 0.0
+    whole, _ = run_steps(silent, grads)
+    split, _ = run_steps(silent, grads, split=[10, 20])
+    assert all(torch.equal(a, b) for a, b in zip(whole, split))  # ... it changes nothing
+
+
+def test_untrained_net_with_a_tensor_feature_still_starts_like_adam():
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(**WITH_TENSOR), seed=0)
+    assert torch.equal(net.head.weight[:, 20:], torch.tensor([[0.0, 0, -1, 0, 0], [0, 0, 0, 0, 0]]))
+
+
+def test_tensor_feature_is_scale_free_and_bit_exact_across_chunks():
+    net = net_of(11, **WITH_TENSOR)
+    grads = [mixed_gradients(401, seed=s) for s in range(4)]
+    split = [5, 300, 3, 93]
+    whole, whole_hidden = run_steps(net, grads, split=split)
+    for chunk_size in (1, 7, 64):
+        parts, parts_hidden = run_steps(net, grads, chunk_size=chunk_size, split=split)
+        assert all(torch.equal(a, b) for a, b in zip(whole, parts))
+        assert torch.equal(whole_hidden, parts_hidden)
+    double = net.double()
+    grads = [torch.randn(401, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
+             for s in range(4)]  # far above epsilon = 1e-12, unlike mixed_gradients
+    base, _ = run_steps(double, grads, split=split)
+    scaled, _ = run_steps(double, [g * 1e4 for g in grads], split=split)
+    for a, b in zip(base, scaled):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)
+
+
+def test_tensor_feature_in_place_step_is_bit_identical():
+    net = net_of(12, **WITH_TENSOR)
+    weights = fuse_weights(net)
+    hidden = net.initial_state(37)
+    hidden[:, 4, 8] = 0.7  # as with_tensor_feature leaves it
+    workspace = StepWorkspace(64, net.config)
+    workspace.hidden[:37] = hidden
+    for seed in range(3):
+        workspace.grad[:37] = grad = mixed_gradients(37, seed=seed)
+        expected_update, hidden = lstm_step(grad, hidden, weights)
+        assert torch.equal(lstm_step_(workspace, 37, weights), expected_update)
+        assert torch.equal(workspace.hidden[:37], hidden)
+    assert float(hidden[0, 4, 8]) == pytest.approx(0.7)  # kept for the caller to refresh
+    assert workspace.nbytes <= step_memory_bytes(64, net.config)
+
+
+def test_tensor_feature_needs_adaptive_features_and_is_off_in_old_configs():
+    with pytest.raises(ConfigError, match="tensor_feature=True.*unless features='adaptive'"):
+        LSTMOptimizerConfig(tensor_feature=True)
+    with pytest.raises(ConfigError, match="hidden_size=8.*at least 9 .*tensor_feature=True"):
+        LSTMOptimizerConfig(**dict(WITH_TENSOR, hidden_size=8))
+    old = LSTMOptimizerConfig.from_dict(dict(ADAPTIVE, hidden_size=20, num_layers=2,
+                                             preprocessing="log_sign", p=10.0))
+    assert old.tensor_feature is False and old.input_size == 4
+
+
+def test_optimizer_gives_each_parameter_its_own_tensor_feature_and_keeps_it(tmp_path):
+    """LearnedLSTMOptim equals lstm_update for a tensor-feature net, in blocks that span and
+    split parameters, and its state_dict carries the feature to a resumed optimizer."""
+    net = net_of(13, **WITH_TENSOR)
+    WeightsBundle({"fc": net}, name="tensor-feature-test").save_pretrained(tmp_path / "b")
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(6, 5, generator=g)),
+              torch.nn.Parameter(torch.randn(3, generator=g))]
+    optimizer = LearnedLSTMOptim(params, weights=str(tmp_path / "b"), chunk_size=8)
+    weights = fuse_weights(net)
+    hidden = [net.initial_state(p.numel()) for p in params]
+    all_grads = [[torch.randn(p.shape, generator=g) + 0.5 for p in params] for _ in range(6)]
+    for step, grads in enumerate(all_grads[:4]):
+        before = [p.detach().clone() for p in params]
+        updates, hidden = lstm_update([gr.reshape(-1) for gr in grads], hidden, weights)
+        for p, gr in zip(params, grads):
+            p.grad = gr
+        optimizer.step()
+        for p, b, u in zip(params, before, updates):
+            torch.testing.assert_close(p.detach(), b + u.view(b.shape), rtol=0, atol=1e-6)
+        if step == 1:
+            saved = copy.deepcopy(optimizer.state_dict())
+            saved_params = [p.detach().clone() for p in params]
+    for p, h in zip(params, hidden):
+        torch.testing.assert_close(optimizer.state[p]["hidden"], h, rtol=0, atol=1e-6)
+    resumed_params = [torch.nn.Parameter(v) for v in saved_params]
+    resumed = LearnedLSTMOptim(resumed_params, weights=str(tmp_path / "b"), chunk_size=8)
+    resumed.load_state_dict(saved)
+    for grads in all_grads[2:4]:
+        for p, gr in zip(resumed_params, grads):
+            p.grad = gr
+        resumed.step()
+    for a, b in zip(params, resumed_params):
+        assert torch.equal(a, b)
