@@ -117,6 +117,11 @@ VARIANTS = {
     # ninth round: the averaged recipe on a wider mixture (+ tanh RNNs on synthetic sequences,
     # autoencoders on sample-image patches, regressions with label noise up to the signal)
     "adaptive-wider-log-800-val1000-avg": ("mixture-wider", "digits-mlp-tanh-1000", _AVERAGED),
+    # tenth round: the averaged recipe whose net also reads each tensor's gradient
+    # signal-to-noise ratio (LSTMOptimizerConfig.tensor_feature)
+    "adaptive-wide-log-800-val1000-avg-tensor": ("mixture-wide", "digits-mlp-tanh-1000",
+                                                 dict(_AVERAGED, net=dict(ADAPTIVE_NET,
+                                                                          tensor_feature=True))),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
