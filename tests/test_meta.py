@@ -121,39 +121,16 @@ def test_saved_bundle_gives_the_same_updates_as_the_in_memory_net(tmp_path):
     assert loaded.provenance["seed"] == 0 and loaded.provenance["command"]
 
 
-def test_unrolled_training_and_the_optimizer_agree_for_a_net_reading_the_parameter():
-    """parameter_feature: the MetaTrainer's unroll feeds θ_t to the net as the optimizer does,
-    and the meta-gradient reaches the weights that read it."""
+@pytest.mark.parametrize("option", ["parameter_feature", "tensor_feature"])
+def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_fifth_input(option):
+    """parameter_feature (θ_t) and tensor_feature (each tensor's signal-to-noise ratio): the
+    MetaTrainer's unroll feeds the net the input as the optimizer does, and the meta-gradient
+    reaches the weights that read it."""
     net_config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
-                                     output_scale=0.01, parameter_feature=True)
+                                     output_scale=0.01, **{option: True})
     trainer = MetaTrainer(short_quadratics(), tiny_config(net=net_config.to_dict()))
     with torch.no_grad():
-        trainer.nets["fc"].head.weight[:, -1] = 0.5  # θ's head column starts at 0
-    task = short_quadratics().sample(3)
-    meta_loss, _ = trainer.meta_loss(task, start(task, trainer.nets), 5)
-    meta_loss.backward()
-    net = trainer.nets["fc"]
-    assert net.cells[0].weight_ih.grad[:, 4].abs().sum() > 0
-    assert net.head.weight.grad[:, -1].abs().sum() > 0
-    losses = evaluate(task, trainer.nets, 5)
-    model = task.model
-    optimizer = LearnedLSTMOptim(model.parameters(), weights=net)
-    for step in range(5):
-        optimizer.zero_grad()
-        loss = task.loss(dict(model.named_parameters()), step)
-        assert math.isclose(float(loss.detach()), losses[step], rel_tol=1e-5), step
-        loss.backward()
-        optimizer.step()
-
-
-def test_unrolled_training_and_the_optimizer_agree_for_a_net_reading_the_tensor_feature():
-    """tensor_feature: the MetaTrainer's unroll gives each tensor its signal-to-noise ratio as
-    the optimizer does, and the meta-gradient reaches the weights that read it."""
-    net_config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
-                                     output_scale=0.01, tensor_feature=True)
-    trainer = MetaTrainer(short_quadratics(), tiny_config(net=net_config.to_dict()))
-    with torch.no_grad():
-        trainer.nets["fc"].head.weight[:, -1] = 0.5  # the feature's head column starts at 0
+        trainer.nets["fc"].head.weight[:, -1] = 0.5  # the input's head column starts at 0
     task = short_quadratics().sample(3)
     meta_loss, _ = trainer.meta_loss(task, start(task, trainer.nets), 5)
     meta_loss.backward()
