@@ -171,7 +171,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
 #: MetaTrainConfig fields that meta-train --task takes as flags.
 _CONFIG_FLAGS = ("epochs", "tasks_per_epoch", "horizon", "horizon_min", "unroll",
-                 "validation_tasks", "meta_lr", "meta_batch_size", "weight_average_decay")
+                 "validation_tasks", "validation_score", "meta_lr", "meta_batch_size",
+                 "weight_average_decay")
 
 
 def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +194,9 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint in --checkpoint-dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-epochs", default=None, metavar="DIR",
+                        help="also write the weights validation scored after every epoch to "
+                             "DIR/epoch-NN (a folder the optimizer loads), best or not")
     defaults = MetaTrainConfig()
     # None when not given, so that --preset can refuse them instead of ignoring them
     notes = {"meta_batch_size": "optimizees per meta-update (their meta-losses are averaged); "
@@ -200,7 +204,9 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
              "horizon_min": "if > 0, each run's horizon is drawn log-uniformly from "
                             "[horizon-min, horizon]; ",
              "weight_average_decay": "beta of the Polyak average of the optimizer's weights "
-                                     "that is validated and kept (0: off); "}
+                                     "that is validated and kept (0: off); ",
+             "validation_score": "how an epoch is scored: final_loss (mean) or "
+                                 "log_final_loss (mean of logs: fair across a panel); "}
     for field in _CONFIG_FLAGS:
         parser.add_argument("--" + field.replace("_", "-"),
                             type=type(getattr(defaults, field)), default=None,  # int or float
@@ -233,8 +239,11 @@ def _run_meta_train(args: argparse.Namespace) -> int:
             out = (f"{args.out or 'pretrained'}/{name}" if args.preset == "all"
                    else args.out or f"pretrained/{name}")
             checkpoint = f"{args.checkpoint_dir}/{name}" if args.checkpoint_dir else None
+            epochs = f"{args.keep_epochs}/{name}" if args.keep_epochs and args.preset == "all" \
+                else args.keep_epochs
             bundle = run_preset(name, out, seed=args.seed, progress=not args.no_progress,
-                                checkpoint_dir=checkpoint, resume=args.resume)
+                                checkpoint_dir=checkpoint, resume=args.resume,
+                                keep_epochs=epochs)
             print(f"wrote {name} to {out}: {bundle.provenance['metrics']}")
         return 0
     return _meta_train_task(args)
@@ -247,6 +256,7 @@ def _meta_train_task(args: argparse.Namespace) -> int:
 
     from .meta import MetaTrainConfig, MetaTrainer
     from .meta.distributed import process_group_from_env
+    from .meta.presets import keep_every_epoch
     from .tasks import get_task_family
 
     if not args.out:
@@ -268,7 +278,8 @@ def _meta_train_task(args: argparse.Namespace) -> int:
                               process_group=group)
         if args.resume:  # every process reads it: use a folder they all see
             trainer.load_checkpoint(args.checkpoint_dir)
-        bundle = trainer.train(progress=not args.no_progress)
+        bundle = trainer.train(progress=not args.no_progress,
+                               on_epoch_end=keep_every_epoch(args.keep_epochs))
         if trainer.rank == 0:
             bundle.provenance["task_family"] = args.task
             bundle.save_pretrained(args.out)

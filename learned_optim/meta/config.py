@@ -47,8 +47,15 @@ class MetaTrainConfig:
     # φ̄ ← β φ̄ + (1 - β) φ with β = weight_average_decay, starting from φ₀; validation scores
     # φ̄ and the kept weights are the best φ̄ (the unaveraged φ trains on unchanged). 0: off.
     weight_average_decay: float = 0.0
-    # Fresh validation optimizees per epoch (seeds disjoint from training seeds).
+    # Fresh validation optimizees per epoch (seeds disjoint from training seeds); with a
+    # TaskPanel as the validation family, task i comes from member i mod (number of members).
     validation_tasks: int = 8
+    # How validation scores an epoch (lower is better; the best epoch's φ is kept):
+    # "final_loss", the mean over validation tasks of the final loss (mean of the last 10% of
+    # steps); or "log_final_loss" (issue 10), the mean of log(final loss + 1e-8), i.e. the log
+    # of their geometric mean: a factor of 2 counts the same on every task, so a panel of
+    # families with losses of different scales is scored fairly.
+    validation_score: str = "final_loss"
     # Master seed: net initialisation and every sampled task derive from it.
     seed: int = 0
     # Consecutive non-finite meta-losses tolerated before the run stops.
@@ -94,6 +101,9 @@ class MetaTrainConfig:
         if self.loss_weights not in ("uniform", "final", "linear"):
             raise ConfigError("MetaTrainConfig.loss_weights must be 'uniform', 'final' or "
                               f"'linear', got {self.loss_weights!r}")
+        if self.validation_score not in ("final_loss", "log_final_loss"):
+            raise ConfigError("MetaTrainConfig.validation_score must be 'final_loss' or "
+                              f"'log_final_loss', got {self.validation_score!r}")
         if self.meta_objective not in ("loss", "log_loss"):
             raise ConfigError("MetaTrainConfig.meta_objective must be 'loss' or 'log_loss', "
                               f"got {self.meta_objective!r}")

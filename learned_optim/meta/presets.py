@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..tasks import get_task_family
 from ..weights import WeightsBundle
 from .config import MetaTrainConfig
 from .trainer import MetaTrainer
 
-__all__ = ["Preset", "PRESETS", "run_preset", "preset_command"]
+__all__ = ["Preset", "PRESETS", "run_preset", "preset_command", "keep_every_epoch"]
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,25 @@ def preset_command(name: str, out: str | Path) -> str:
     return f"python -m learned_optim meta-train --preset {name} --out {out}"
 
 
+def keep_every_epoch(directory: str | Path | None
+                     ) -> Callable[[MetaTrainer], None] | None:
+    """An ``on_epoch_end`` for :meth:`MetaTrainer.train` that writes the weights validation
+    just scored to ``directory/epoch-NN`` (rank 0 only), for choosing among epochs later;
+    ``None`` when ``directory`` is ``None``."""
+    if directory is None:
+        return None
+
+    def save(trainer: MetaTrainer) -> None:
+        if trainer.rank == 0:
+            trainer.epoch_bundle().save_pretrained(Path(directory) / f"epoch-{trainer.epoch:02d}")
+    return save
+
+
 def run_preset(name: str, out: str | Path, *, seed: int = 0, progress: bool = True,
-               checkpoint_dir: str | Path | None = None, resume: bool = False) -> WeightsBundle:
-    """Meta-train preset ``name`` and write its bundle to ``out`` (with provenance)."""
+               checkpoint_dir: str | Path | None = None, resume: bool = False,
+               keep_epochs: str | Path | None = None) -> WeightsBundle:
+    """Meta-train preset ``name`` and write its bundle to ``out`` (with provenance);
+    with ``keep_epochs``, also every epoch's scored weights (:func:`keep_every_epoch`)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
     preset = PRESETS[name]
@@ -86,7 +102,7 @@ def run_preset(name: str, out: str | Path, *, seed: int = 0, progress: bool = Tr
     if resume and checkpoint_dir and (Path(checkpoint_dir) / "checkpoint.safetensors").exists():
         trainer.load_checkpoint(checkpoint_dir)
     started = time.perf_counter()
-    bundle = trainer.train(progress=progress)
+    bundle = trainer.train(progress=progress, on_epoch_end=keep_every_epoch(keep_epochs))
     bundle.provenance["preset"] = name
     bundle.provenance["task_family"] = preset.task
     bundle.provenance["description"] = preset.description

@@ -42,6 +42,7 @@ from .. import __version__
 from ..errors import CheckpointError, ConfigError, MetaTrainingError, TaskError
 from ..network import LSTMOptimizerNet
 from ..routing import FC_ROUTE
+from ..tasks import TaskPanel
 from ..tasks.base import Task, TaskFamily
 from ..update import fuse_weights
 from ..weights import _ROUTE_NAME, WeightsBundle, atomic_write_bytes, strip_prefix
@@ -59,6 +60,12 @@ _HORIZON_SEED_OFFSET = 2_147_483_647
 
 # Added to f inside the log of meta_objective="log_loss" (the losses here are >= 0).
 _LOG_LOSS_FLOOR = 1e-8
+
+
+def _epoch_score(entry: dict[str, Any]) -> float:
+    """The selection score of a history entry (histories written before validation_score
+    existed have only the final loss, which was the score)."""
+    return entry.get("score", entry["final_loss"])
 
 
 def _task_seed(seed: int, epoch: int, index: int) -> int:
@@ -331,20 +338,28 @@ class MetaTrainer:
     def _validate_nets(self) -> dict[str, float]:
         count = self.config.validation_tasks
         results = torch.zeros(2, count, dtype=torch.float64)  # final, mean loss of each task
-        horizon = self.validation_family.horizon
         for index in range(self.rank, count, self.world_size):  # every process a share
             seed = _task_seed(self.config.seed + _VALIDATION_SEED_OFFSET, 0, index)
-            task = self.validation_family.sample(seed)
-            self.check_task(task, where=f"validation task {self.validation_family.name!r} "
+            family = self.validation_family
+            if isinstance(family, TaskPanel):
+                family = family.member(index)
+            horizon = family.horizon
+            task = family.sample(seed)
+            self.check_task(task, where=f"validation task {family.name!r} "
                                         f"sample(seed={seed})")
             losses = evaluate(task, self.nets, horizon, chunk_size=self.config.chunk_size)
             tail = losses[-max(1, horizon // 10):]
             results[:, index] = torch.tensor([sum(tail) / len(tail), sum(losses) / len(losses)],
                                              dtype=torch.float64)
         finals, means = all_reduce_sum(results, self.process_group).tolist()
-        finite = [f for f in finals if math.isfinite(f)]
-        return {"final_loss": sum(finals) / len(finals) if len(finite) == len(finals) else math.inf,
-                "mean_loss": sum(means) / len(means)}
+        finite = len([f for f in finals if math.isfinite(f)]) == len(finals)
+        final_loss = sum(finals) / len(finals) if finite else math.inf
+        if self.config.validation_score == "log_final_loss":
+            score = (sum(math.log(f + _LOG_LOSS_FLOOR) for f in finals) / len(finals)
+                     if finite else math.inf)
+        else:
+            score = final_loss
+        return {"final_loss": final_loss, "mean_loss": sum(means) / len(means), "score": score}
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -387,8 +402,8 @@ class MetaTrainer:
                 self.history.append({"epoch": self.epoch, **metrics,
                                      "meta_loss": sum(finite) / max(len(finite), 1)})
                 scored = self._scored_state()
-                if metrics["final_loss"] < self.best_metric and _finite(scored):
-                    self.best_metric = metrics["final_loss"]
+                if metrics["score"] < self.best_metric and _finite(scored):
+                    self.best_metric = metrics["score"]
                     self.best_state = scored
                 self.elapsed += time.perf_counter() - started
                 if self.checkpoint_dir is not None and self.rank == 0:
@@ -401,16 +416,26 @@ class MetaTrainer:
 
     def best_bundle(self) -> WeightsBundle:
         """The best φ so far as a bundle, with its provenance."""
+        return self._bundle(self.best_state, self.provenance())
+
+    def epoch_bundle(self) -> WeightsBundle:
+        """The φ (φ̄ when averaging) the last validation scored, whether or not it is the best,
+        with the provenance of the run so far and ``provenance["epoch_kept"]`` = its epoch: for
+        keeping every epoch's weights (``meta-train --keep-epochs DIR``)."""
+        return self._bundle(self._scored_state(), {**self.provenance(), "epoch_kept": self.epoch})
+
+    def _bundle(self, state: dict[str, torch.Tensor], provenance: dict[str, Any]
+                ) -> WeightsBundle:
         nets = {}
         for route in sorted(self.nets):
             net = LSTMOptimizerNet(self.config.net_config)
-            net.load_state_dict(strip_prefix(self.best_state, f"{route}."))
+            net.load_state_dict(strip_prefix(state, f"{route}."))
             nets[route] = net.requires_grad_(False)
-        return WeightsBundle(nets, name=self.name, provenance=self.provenance())
+        return WeightsBundle(nets, name=self.name, provenance=provenance)
 
     def provenance(self) -> dict[str, Any]:
         untrained = self.history[0] if self.history else {}
-        best = min(self.history[1:], key=lambda h: h["final_loss"], default={})
+        best = min(self.history[1:], key=_epoch_score, default={})
         return {
             "task": self.family.describe(),
             "validation_task": self.validation_family.describe(),
@@ -421,6 +446,8 @@ class MetaTrainer:
             "wall_time_s": round(self.elapsed, 1),
             "world_size": self.world_size,
             "metrics": {
+                "validation_score": self.config.validation_score,
+                "validation_best_score": best.get("score", best.get("final_loss")),
                 "validation_final_loss": best.get("final_loss"),
                 "validation_mean_loss": best.get("mean_loss"),
                 "untrained_validation_final_loss": untrained.get("final_loss"),

@@ -18,7 +18,7 @@ from .quadratic import QuadraticFamily
 from .synthetic import TeacherRegressionFamily, TeacherRNNFamily
 
 __all__ = ["Task", "TaskFamily", "FunctionTaskFamily", "MixtureFamily", "named_routes",
-           "TASK_FAMILIES", "get_task_family", "QuadraticFamily", "DigitsMLPFamily",
+           "TaskPanel", "TASK_FAMILIES", "get_task_family", "QuadraticFamily", "DigitsMLPFamily",
            "DigitsCNNFamily", "NeuralArtFamily", "TeacherRegressionFamily", "TeacherRNNFamily",
            "PatchAutoencoderFamily"]
 
@@ -36,6 +36,43 @@ class MixtureFamily(TaskFamily):
 
     def describe(self):
         return {**super().describe(), "members": [m.describe() for m in self.members]}
+
+
+class TaskPanel(TaskFamily):
+    """A fixed panel of families, each at its own horizon, for choosing the epoch a
+    meta-training run keeps (issue 10): the MetaTrainer's validation task ``i`` is sampled from
+    ``members[i % len(members)]`` and run for that member's horizon, so every member gets its
+    share of the validation tasks. Score a panel with ``validation_score="log_final_loss"``,
+    which weighs a factor of 2 the same on every member whatever its loss scale.
+    ``sample(seed)`` alone (outside the MetaTrainer) draws from ``members[seed % n]``."""
+
+    def __init__(self, members: list[TaskFamily], name: str = "panel"):
+        if not members:
+            raise ValueError("a TaskPanel needs at least one member family")
+        self.members, self.name = list(members), name
+        self.horizon = max(member.horizon for member in self.members)
+
+    def member(self, index: int) -> TaskFamily:
+        """The family of validation task ``index``."""
+        return self.members[index % len(self.members)]
+
+    def sample(self, seed: int) -> Task:
+        return self.member(seed).sample(seed)
+
+    def describe(self):
+        return {**super().describe(), "members": [m.describe() for m in self.members]}
+
+
+def _selection_panel() -> TaskPanel:
+    """1,000-step runs of four kinds of problem for choosing ``default``'s kept epoch (issue
+    10, eleventh round): tanh digits MLPs (the family chosen on before), synthetic regressions
+    with label noise, autoencoders on sample-image patches and tanh RNNs on synthetic
+    sequences. Allowed data only; none is a held-out family."""
+    return TaskPanel([DigitsMLPFamily(activation="tanh", horizon=1000, name="digits-mlp-tanh-1000"),
+                      _noisy_regression(horizon=1000, name="teacher-regression-noisy-1000"),
+                      PatchAutoencoderFamily(horizon=1000, name="patch-autoencoder-1000"),
+                      TeacherRNNFamily(horizon=1000, name="teacher-rnn-1000")],
+                     name="selection-panel-1000")
 
 
 def _default_mixture() -> MixtureFamily:
@@ -112,6 +149,7 @@ TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "teacher-rnn": TeacherRNNFamily,
     "patch-autoencoder": PatchAutoencoderFamily,
     "teacher-regression-noisy": _noisy_regression,
+    "selection-panel-1000": _selection_panel,
 }
 
 
