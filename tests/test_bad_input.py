@@ -862,7 +862,8 @@ def test_cli_resume_without_a_checkpoint_says_so(tmp_path, capsys):
 @pytest.mark.parametrize("flag,value", [("--meta-lr", "1e-3"), ("--epochs", "1"),
                                         ("--validation-task", "quadratic"),
                                         ("--weight-average-decay", "0.9"),
-                                        ("--horizon-min", "10")])
+                                        ("--horizon-min", "10"),
+                                        ("--validation-score", "log_final_loss")])
 def test_cli_preset_refuses_config_flags_instead_of_ignoring_them(tmp_path, capsys, flag, value):
     from learned_optim.__main__ import main
 
@@ -880,11 +881,27 @@ def test_cli_task_flags_reach_the_config(tmp_path):
     status = main(["meta-train", "--task", "quadratic", "--out", str(tmp_path / "out"),
                    "--epochs", "1", "--tasks-per-epoch", "2", "--horizon", "4", "--unroll", "2",
                    "--validation-tasks", "1", "--meta-lr", "0.002", "--meta-batch-size", "2",
-                   "--weight-average-decay", "0.5", "--horizon-min", "2", "--no-progress"])
+                   "--weight-average-decay", "0.5", "--horizon-min", "2",
+                   "--validation-score", "log_final_loss", "--keep-epochs",
+                   str(tmp_path / "epochs"), "--no-progress"])
     assert status == 0
     config = WeightsBundle.from_pretrained(tmp_path / "out").provenance["config"]
     assert {k: config[k] for k in ("epochs", "tasks_per_epoch", "horizon", "unroll",
                                    "validation_tasks", "meta_lr", "meta_batch_size",
-                                   "weight_average_decay", "horizon_min")} == dict(
+                                   "weight_average_decay", "horizon_min",
+                                   "validation_score")} == dict(
         epochs=1, tasks_per_epoch=2, horizon=4, unroll=2, validation_tasks=1, meta_lr=0.002,
-        meta_batch_size=2, weight_average_decay=0.5, horizon_min=2)
+        meta_batch_size=2, weight_average_decay=0.5, horizon_min=2,
+        validation_score="log_final_loss")
+    kept = WeightsBundle.from_pretrained(tmp_path / "epochs" / "epoch-01")
+    assert kept.provenance["epoch_kept"] == 1
+
+
+def test_cli_unknown_validation_score_is_one_error_line(tmp_path, capsys):
+    from learned_optim.__main__ import main
+
+    status = main(["meta-train", "--task", "quadratic", "--out", str(tmp_path / "out"),
+                   "--validation-score", "median", "--no-progress"])
+    assert status != 0
+    assert "validation_score must be 'final_loss' or 'log_final_loss'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

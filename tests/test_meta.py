@@ -13,7 +13,7 @@ from learned_optim.meta import MetaTrainConfig, MetaTrainer
 from learned_optim.meta.trainer import _task_seed
 from learned_optim.meta.unroll import evaluate, start
 from learned_optim.tasks import (FunctionTaskFamily, QuadraticFamily, Task, TaskFamily,
-                                 get_task_family)
+                                 TaskPanel, get_task_family)
 
 
 def tiny_config(**overrides):
@@ -291,7 +291,8 @@ def test_non_finite_meta_losses_are_skipped_then_stop_the_run():
                                          ("weight_average_decay", 1.0),
                                          ("weight_average_decay", float("nan")),
                                          ("horizon_min", -1), ("horizon_min", 21),
-                                         ("horizon_min", 5.0), ("horizon_min", True)])
+                                         ("horizon_min", 5.0), ("horizon_min", True),
+                                         ("validation_score", "geometric")])
 def test_invalid_config_values(field, value):
     with pytest.raises(ConfigError, match=field if field != "net" else "missing"):
         tiny_config(**{field: value})
@@ -448,3 +449,97 @@ def test_loss_weights_follow_the_drawn_horizon_not_the_longest():
 def test_unknown_meta_objective_is_refused():
     with pytest.raises(ConfigError, match="meta_objective must be 'loss' or 'log_loss'"):
         tiny_config(meta_objective="log")
+
+
+class _CountingQuadratics(QuadraticFamily):
+    """Quadratics that record the seed of every task they hand out (a spy, not a stub)."""
+
+    def __init__(self, horizon, name):
+        super().__init__(horizon=horizon)
+        self.name, self.seeds = name, []
+
+    def sample(self, seed):
+        self.seeds.append(seed)
+        return super().sample(seed)
+
+
+def test_a_panel_validates_task_i_on_member_i_mod_n_at_that_members_horizon():
+    short, long = _CountingQuadratics(5, "short"), _CountingQuadratics(30, "long")
+    trainer = MetaTrainer(short_quadratics(), tiny_config(validation_tasks=5),
+                          validation_family=TaskPanel([short, long]))
+    metrics = trainer.validate()
+    offset_seed = [_task_seed(trainer.config.seed + 1_000_000_007, 0, i) for i in range(5)]
+    assert short.seeds == offset_seed[0::2] and long.seeds == offset_seed[1::2]
+    # the same tasks run by hand for each member's own horizon
+    finals = []
+    for index, seed in enumerate(offset_seed):
+        member = (short, long)[index % 2]
+        losses = evaluate(QuadraticFamily(horizon=member.horizon).sample(seed), trainer.nets,
+                          member.horizon)
+        tail = losses[-max(1, member.horizon // 10):]
+        finals.append(sum(tail) / len(tail))
+    assert math.isclose(metrics["final_loss"], sum(finals) / 5, rel_tol=1e-9)
+    assert metrics["score"] == metrics["final_loss"]  # validation_score="final_loss"
+    logged = MetaTrainer(short_quadratics(), tiny_config(validation_tasks=5,
+                                                         validation_score="log_final_loss"),
+                         validation_family=TaskPanel([short, long])).validate()
+    assert math.isclose(logged["score"], sum(math.log(f + 1e-8) for f in finals) / 5,
+                        rel_tol=1e-9)
+    assert logged["final_loss"] == metrics["final_loss"]
+
+
+def test_the_kept_epoch_is_the_one_with_the_best_score_not_the_best_final_loss(monkeypatch):
+    trainer = MetaTrainer(short_quadratics(), tiny_config(epochs=3, tasks_per_epoch=1,
+                                                          validation_score="log_final_loss"))
+    # epoch 0 (untrained), 1, 2, 3: epoch 2 has the lowest score, epoch 3 the lowest mean
+    scripted = iter([dict(final_loss=9.0, mean_loss=9.0, score=9.0),
+                     dict(final_loss=5.0, mean_loss=5.0, score=3.0),
+                     dict(final_loss=4.0, mean_loss=4.0, score=1.0),
+                     dict(final_loss=2.0, mean_loss=2.0, score=2.0)])
+    kept = {}
+
+    def scripted_validate():
+        return next(scripted)
+
+    monkeypatch.setattr(trainer, "validate", scripted_validate)
+    bundle = trainer.train(progress=False, on_epoch_end=lambda t: kept.setdefault(
+        t.epoch, t._scored_state()))
+    metrics = bundle.provenance["metrics"]
+    assert metrics["best_epoch"] == 2 and metrics["validation_best_score"] == 1.0
+    assert metrics["validation_final_loss"] == 4.0
+    assert metrics["validation_score"] == "log_final_loss"
+    assert all(torch.equal(v, kept[2][k]) for k, v in trainer.best_state.items())
+    assert any(not torch.equal(v, kept[3][k]) for k, v in trainer.best_state.items())
+
+
+def test_a_history_from_before_validation_score_is_still_ranked_by_final_loss():
+    trainer = MetaTrainer(short_quadratics(), tiny_config(epochs=1))
+    trainer.history = [{"epoch": 0, "final_loss": 3.0, "mean_loss": 3.0, "meta_loss": None},
+                       {"epoch": 1, "final_loss": 1.0, "mean_loss": 2.0, "meta_loss": 0.5},
+                       {"epoch": 2, "final_loss": 2.0, "mean_loss": 1.0, "meta_loss": 0.4}]
+    metrics = trainer.provenance()["metrics"]
+    assert metrics["best_epoch"] == 1 and metrics["validation_best_score"] == 1.0
+
+
+def test_keep_epochs_writes_every_epochs_scored_weights_and_the_best_is_the_bundle(tmp_path):
+    from learned_optim.meta.presets import keep_every_epoch
+    from learned_optim.weights import WeightsBundle
+
+    trainer = MetaTrainer(short_quadratics(), tiny_config(epochs=3, tasks_per_epoch=2,
+                                                          weight_average_decay=0.5))
+    bundle = trainer.train(progress=False, on_epoch_end=keep_every_epoch(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-01", "epoch-02", "epoch-03"]
+    epochs = {n: WeightsBundle.from_pretrained(tmp_path / f"epoch-0{n}") for n in (1, 2, 3)}
+    assert [epochs[n].provenance["epoch_kept"] for n in (1, 2, 3)] == [1, 2, 3]
+    best = bundle.provenance["metrics"]["best_epoch"]
+    for name, tensor in bundle.nets["fc"].state_dict().items():
+        assert torch.equal(epochs[best].nets["fc"].state_dict()[name], tensor), name
+    # the kept files are φ̄ (what validation scored), and they differ from epoch to epoch
+    last = epochs[3].nets["fc"].state_dict()
+    assert all(torch.equal(last[k], trainer.average_state[f"fc.{k}"]) for k in last)
+    assert any(not torch.equal(epochs[1].nets["fc"].state_dict()[k], last[k]) for k in last)
+    # a folder the optimizer loads
+    param = torch.nn.Parameter(torch.ones(3))
+    param.grad = torch.ones(3)
+    LearnedLSTMOptim([param], weights=str(tmp_path / "epoch-02")).step()
+    assert torch.isfinite(param).all() and not torch.equal(param, torch.ones(3))

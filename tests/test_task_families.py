@@ -137,3 +137,22 @@ def test_clipped_geometric_mean_caps_each_row():
     assert mean([1e6]) == pytest.approx(10.0)
     with pytest.raises(ValueError):
         mean([])
+
+
+def test_selection_panel_runs_four_allowed_families_for_1000_steps():
+    panel = get_task_family("selection-panel-1000")
+    assert [m.name for m in panel.members] == [
+        "digits-mlp-tanh-1000", "teacher-regression-noisy-1000", "patch-autoencoder-1000",
+        "teacher-rnn-1000"]
+    assert [m.horizon for m in panel.members] == [1000] * 4
+    # task i comes from member i mod 4; none of them is evaluation-only data
+    assert [panel.member(i).name for i in (0, 5, 10, 15)] == [m.name for m in panel.members]
+    assert not any("evaluation_only" in m for m in panel.describe()["members"])
+    assert isinstance(panel.members[1], TeacherRegressionFamily) \
+        and panel.members[1].noise_levels == (0.3, 1.0)
+
+
+def test_an_empty_panel_is_refused():
+    from learned_optim.tasks import TaskPanel
+    with pytest.raises(ValueError, match="at least one member"):
+        TaskPanel([])
