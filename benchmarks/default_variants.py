@@ -122,6 +122,11 @@ VARIANTS = {
     "adaptive-wide-log-800-val1000-avg-tensor": ("mixture-wide", "digits-mlp-tanh-1000",
                                                  dict(_AVERAGED, net=dict(ADAPTIVE_NET,
                                                                           tensor_feature=True))),
+    # eleventh round: the averaged recipe, trained identically, whose kept epoch is chosen on
+    # a panel of four 1,000-step families (two tasks each) by the mean log final loss
+    "adaptive-wide-log-800-avg-panel": ("mixture-wide", "selection-panel-1000",
+                                        dict(_AVERAGED, validation_tasks=8,
+                                             validation_score="log_final_loss")),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
