@@ -79,7 +79,10 @@ class MetaTrainer:
         task_family: training tasks (``TaskFamily.sample(seed) -> Task``).
         config: :class:`MetaTrainConfig`.
         validation_family: family for choosing the best φ (default: ``task_family``;
-            validation seeds never overlap training seeds).
+            validation seeds never overlap training seeds). A
+            :class:`~learned_optim.tasks.TaskPanel` validates task ``i`` on its member
+            ``i mod n``, each for its own horizon; ``config.validation_score`` says how the
+            tasks' final losses make one score.
         routes: nets to train (default: the routes of a sampled task, e.g. conv + fc).
         checkpoint_dir: where to write ``checkpoint.safetensors`` after every epoch (atomic).
         name: name given to the resulting :class:`WeightsBundle`.
@@ -324,8 +327,15 @@ class MetaTrainer:
         return mean_loss
 
     def validate(self) -> dict[str, float]:
-        """Mean over fresh validation tasks of the final loss (mean of the last 10% of steps)
-        and of the loss over the whole run, of φ̄ when averaging (φ is put back after)."""
+        r"""Mean over fresh validation tasks of the final loss :math:`F_i` (mean of the last
+        10% of steps) and of the loss over the whole run, of φ̄ when averaging (φ is put back
+        after), and the ``score`` the best epoch is chosen by:
+
+        .. math::
+            \text{score} = \frac1n \sum_i F_i \quad (\texttt{"final\_loss"}), \qquad
+            \text{score} = \frac1n \sum_i \log(F_i + 10^{-8})
+            \quad (\texttt{"log\_final\_loss"})
+        """
         if self.average_state is None:
             return self._validate_nets()
         current = self._net_state()
