@@ -156,3 +156,15 @@ def test_an_empty_panel_is_refused():
     from learned_optim.tasks import TaskPanel
     with pytest.raises(ValueError, match="at least one member"):
         TaskPanel([])
+
+
+def test_score_epochs_reads_adam_lrs_from_a_validation_run_and_refuses_other_suites():
+    spec = importlib.util.spec_from_file_location(
+        "score_epochs", ROOT / "benchmarks" / "score_epochs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lrs = module.tuned_adam_lrs(str(ROOT / "docs/evidence/validation/run23/results.json"))
+    assert list(lrs) == [row.name for row in SUITES["validation"]]
+    assert lrs["val-digits-relu"] == pytest.approx(10 ** -1.5)  # the table's Adam (tuned) lr
+    with pytest.raises(SystemExit, match="'heldout' run; give a validation one"):
+        module.tuned_adam_lrs(str(ROOT / "docs/evidence/heldout/results.json"))
