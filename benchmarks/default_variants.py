@@ -127,6 +127,13 @@ VARIANTS = {
     "adaptive-wide-log-800-avg-panel": ("mixture-wide", "selection-panel-1000",
                                         dict(_AVERAGED, validation_tasks=8,
                                              validation_score="log_final_loss")),
+    # twelfth round: the averaged recipe whose net also reads the fraction of the run done
+    # (LSTMOptimizerConfig.progress_feature), on log-uniform horizons of 400-1,400 steps (mean
+    # 798, the cost of 800) so that t / T is not a clock of one fixed length
+    "adaptive-wide-log-h400-1400-avg-progress": ("mixture-wide", "digits-mlp-tanh-1000",
+                                                 dict(_AVERAGED, horizon=1400, horizon_min=400,
+                                                      net=dict(ADAPTIVE_NET,
+                                                               progress_feature=True))),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

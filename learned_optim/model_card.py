@@ -139,6 +139,8 @@ def _architecture_section(bundle: "WeightsBundle") -> str:
             inputs += " and the parameter value"
         if config.tensor_feature:
             inputs += " and the tensor's signal-to-noise ratio"
+        if config.progress_feature:
+            inputs += " and the fraction of the run done (t / total_steps)"
         step = ("additive" if config.update == "additive"
                 else f"direction x exp({config.magnitude_scale:g} * magnitude)")
         rows.append(f"| `{route}` | {config.hidden_size} | {config.num_layers} | {inputs} | "

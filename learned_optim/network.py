@@ -37,7 +37,8 @@ SECOND_MOMENT_DECAY = 0.999
 FEATURE_CLIP = 10.0
 # Fields added after format 1's first bundles; a config without them means the paper's net.
 _OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0,
-                    "parameter_feature": False, "tensor_feature": False}
+                    "parameter_feature": False, "tensor_feature": False,
+                    "progress_feature": False}
 #: Column of the accumulator row that holds the tensor feature (after the 8 accumulators).
 TENSOR_FEATURE_COLUMN = 2 * (len(MOMENTUM_DECAYS) + 1)
 
@@ -79,13 +80,17 @@ class LSTMOptimizerConfig:
     # tensor's mean |m_0.9| / sqrt(v) after the previous step (its gradients' signal-to-noise
     # ratio; scale-free; see learned_optim.update.tensor_signal_to_noise; issue 10).
     tensor_feature: bool = False
+    # With features="adaptive": one more input shared by every coordinate, the fraction of the
+    # run already done, t / T (T: the optimizer's total_steps; 0 when it is not given), so the
+    # net can anneal its step toward the end of a run (VeLO, Metz et al. 2022; issue 10).
+    progress_feature: bool = False
 
     @property
     def input_size(self) -> int:
         """Number of LSTM inputs per coordinate produced by the preprocessing."""
         if self.features == "adaptive":
             return (1 + len(MOMENTUM_DECAYS) + int(self.parameter_feature)
-                    + int(self.tensor_feature))
+                    + int(self.tensor_feature) + int(self.progress_feature))
         return 1 if self.preprocessing == "none" else 2
 
     @property
@@ -149,11 +154,23 @@ class LSTMOptimizerConfig:
         _check(not self.tensor_feature or self.features == "adaptive", "tensor_feature",
                self.tensor_feature, "false unless features='adaptive' (the tensor feature is "
                "computed from the adaptive features' running averages)")
-        accumulators = TENSOR_FEATURE_COLUMN + int(self.tensor_feature)
+        _check(isinstance(self.progress_feature, bool), "progress_feature",
+               self.progress_feature, "true or false")
+        _check(not self.progress_feature or self.features == "adaptive", "progress_feature",
+               self.progress_feature, "false unless features='adaptive' (the progress is "
+               "stored beside the adaptive features' running averages)")
+        accumulators = (TENSOR_FEATURE_COLUMN + int(self.tensor_feature)
+                        + int(self.progress_feature))
         _check(self.features != "adaptive" or self.hidden_size >= accumulators, "hidden_size",
                self.hidden_size, f"at least {accumulators} with features='adaptive'"
                + (" and tensor_feature=True" if self.tensor_feature else "")
+               + (" and progress_feature=True" if self.progress_feature else "")
                + " (its accumulators share one state row)")
+
+    @property
+    def progress_column(self) -> int:
+        """Column of the accumulator row that holds the progress (``progress_feature``)."""
+        return TENSOR_FEATURE_COLUMN + int(self.tensor_feature)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields."""
@@ -241,7 +258,8 @@ class LSTMOptimizerNet(nn.Module):
         if cfg.features == "adaptive":
             text = "features='adaptive'" + (", parameter_feature=True"
                                             if cfg.parameter_feature else "") + (
-                ", tensor_feature=True" if cfg.tensor_feature else "")
+                ", tensor_feature=True" if cfg.tensor_feature else "") + (
+                ", progress_feature=True" if cfg.progress_feature else "")
         else:
             text = f"preprocessing={cfg.preprocessing!r}, p={cfg.p}"
         text += f", update={cfg.update!r}, output_scale={cfg.output_scale}"

@@ -14,7 +14,7 @@ from .errors import StateDictError, WeightsFormatError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
 from .sharding import is_sharded, local_hidden, local_tensor, saved_hidden_problem, sharded_hidden
 from .update import (ROW_ALIGN, StepWorkspace, fuse_weights, iter_chunks, lstm_step_,
-                     update_bound, write_tensor_feature_)
+                     run_progress, update_bound, write_progress_, write_tensor_feature_)
 from .weights import WeightsBundle, resolve_weights
 
 __all__ = ["LearnedLSTMOptim"]
@@ -62,6 +62,11 @@ class LearnedLSTMOptim(Optimizer):
         state_dtype: dtype of the stored hidden state (``torch.float32``, ``torch.float64``,
             ``torch.bfloat16`` or ``torch.float16``). ``None``: float64 for float64 parameters,
             float32 otherwise. The LSTM always computes in float32 (float64 for float64 params).
+        total_steps: the number of steps the run will take, for weights whose net reads the
+            run's progress (``progress_feature``, :func:`learned_optim.update.run_progress`):
+            such a net can anneal its step toward the end, like a cosine schedule. ``None``
+            (the default): the length is unknown and the net steps as at the start of a run.
+            Other nets ignore it. A param-group option, like ``lr``.
         revision, cache_dir, local_files_only: passed to the Hub when ``weights`` is a repo id.
 
     Behaviour to know:
@@ -97,9 +102,11 @@ class LearnedLSTMOptim(Optimizer):
 
     def __init__(self, params: Iterable[Any], weights: Any = "default", lr: float = 1.0, *,
                  maximize: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 state_dtype: torch.dtype | None = None, revision: str | None = None,
-                 cache_dir: str | None = None, local_files_only: bool | None = None):
+                 state_dtype: torch.dtype | None = None, total_steps: int | None = None,
+                 revision: str | None = None, cache_dir: str | None = None,
+                 local_files_only: bool | None = None):
         _check_lr(lr)
+        _check_total_steps(total_steps)
         _check_chunk_size(chunk_size)
         _check_state_dtype(state_dtype)
         if not isinstance(maximize, bool):
@@ -111,7 +118,7 @@ class LearnedLSTMOptim(Optimizer):
         self._bundle = resolve_weights(weights, revision=revision, cache_dir=cache_dir,
                                        local_files_only=local_files_only)
         defaults = dict(lr=lr, maximize=maximize, route=AUTO_ROUTE, chunk_size=chunk_size,
-                        state_dtype=state_dtype)
+                        state_dtype=state_dtype, total_steps=total_steps)
         super().__init__(params, defaults)
 
     # -- public helpers --------------------------------------------------------------------
@@ -129,6 +136,11 @@ class LearnedLSTMOptim(Optimizer):
         _check_lr(group["lr"])
         _check_chunk_size(group["chunk_size"])
         _check_state_dtype(group["state_dtype"])
+        try:
+            _check_total_steps(group["total_steps"])
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
         route = group["route"]
         if route != AUTO_ROUTE and route not in self._bundle.routes:
             self.param_groups.pop()
@@ -264,6 +276,10 @@ class LearnedLSTMOptim(Optimizer):
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["hidden"] = self._bundle.nets[route].initial_state(
                     real.numel(), dtype=_state_dtype(group, param), device=param.device)
+            if weights.config.progress_feature:  # t steps done before this one
+                write_progress_(state["hidden"], run_progress(float(state["step"]),
+                                                              group["total_steps"]),
+                                weights.config)
             steps.append(state["step"])
             grads.append(grad.reshape(-1))
             hidden.append(state["hidden"])
@@ -399,6 +415,7 @@ class LearnedLSTMOptim(Optimizer):
                 _check_lr(saved.get("lr", group["lr"]))
                 _check_chunk_size(saved.get("chunk_size", group["chunk_size"]))
                 _check_state_dtype(saved.get("state_dtype", group["state_dtype"]))
+                _check_total_steps(saved.get("total_steps", group["total_steps"]))
             except (TypeError, ValueError) as exc:
                 raise StateDictError(f"param group {index} of this state_dict is invalid: "
                                      f"{exc}") from None
@@ -549,6 +566,13 @@ def _check_chunk_size(chunk_size: Any) -> None:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"Invalid chunk_size: {chunk_size!r}; it must be a positive integer "
                          f"(coordinates per block, default {DEFAULT_CHUNK_SIZE})")
+
+
+def _check_total_steps(total_steps: Any) -> None:
+    if total_steps is not None and (isinstance(total_steps, bool)
+                                    or not isinstance(total_steps, int) or total_steps < 1):
+        raise ValueError(f"Invalid total_steps: {total_steps!r}; use None (the run's length is "
+                         "unknown) or a positive integer, the number of steps the run will take")
 
 
 def _check_state_dtype(state_dtype: Any) -> None:

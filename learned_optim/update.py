@@ -58,6 +58,9 @@ __all__ = [
     "tensor_signal_to_noise",
     "with_tensor_feature",
     "write_tensor_feature_",
+    "run_progress",
+    "with_progress",
+    "write_progress_",
     "lstm_step",
     "lstm_step_",
     "lstm_update",
@@ -366,6 +369,39 @@ def write_tensor_feature_(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> 
     hidden[:, 2 * config.num_layers, TENSOR_FEATURE_COLUMN] = value.to(hidden.dtype)
 
 
+def run_progress(steps_done: float, total_steps: int | None) -> float:
+    r"""The progress input (``progress_feature=True``): the fraction of the run already done,
+
+    .. math::
+        p_t = \min(t / T,\ 1)
+
+    for the step that follows :math:`t` steps of a run of :math:`T` = ``total_steps``; 0 when
+    ``total_steps`` is ``None`` (the run's length is unknown: the net steps as at the start of
+    a run). A run's length lets a learned optimizer anneal its step toward the end, as a
+    cosine schedule does; VeLO (Metz et al. 2022) and Metz et al. (2020) feed training
+    progress to their learned optimizers the same way.
+    """
+    if total_steps is None:
+        return 0.0
+    return min(max(float(steps_done), 0.0) / total_steps, 1.0)
+
+
+def with_progress(hidden: torch.Tensor, progress: float,
+                  config: LSTMOptimizerConfig) -> torch.Tensor:
+    """``hidden`` (a state) with ``progress`` written into column ``config.progress_column`` of
+    every coordinate's accumulator row, out of place (the MetaTrainer's unroll)."""
+    mask = torch.zeros(config.state_rows, config.hidden_size, dtype=torch.bool,
+                       device=hidden.device)
+    mask[2 * config.num_layers, config.progress_column] = True
+    return torch.where(mask, hidden.new_tensor(progress), hidden)
+
+
+@torch.no_grad()
+def write_progress_(hidden: torch.Tensor, progress: float, config: LSTMOptimizerConfig) -> None:
+    """:func:`with_progress` in place (the optimizer's state); the same bits."""
+    hidden[:, 2 * config.num_layers, config.progress_column] = progress
+
+
 def lstm_step(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeights,
               param: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One step of the coordinatewise LSTM on a block of coordinates.
@@ -376,7 +412,8 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeight
             :math:`h^{(l+1)}`, row ``2l + 1`` is :math:`c^{(l+1)}`; with
             ``features="adaptive"`` the last row's first 8 columns hold the accumulators of
             :func:`adaptive_features` (and, with ``tensor_feature=True``, column 8 the
-            tensor feature, :func:`with_tensor_feature`).
+            tensor feature, :func:`with_tensor_feature`; with ``progress_feature=True``,
+            column ``config.progress_column`` the progress, :func:`with_progress`).
         weights: φ from :func:`fuse_weights`.
         param: the coordinates' current values θ, shape ``(n,)``: required with
             ``parameter_feature=True`` (:func:`parameter_feature`), ignored otherwise. Treated
@@ -497,6 +534,10 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
             column = hidden[:, accumulator_row, TENSOR_FEATURE_COLUMN:TENSOR_FEATURE_COLUMN + 1]
             features = torch.cat([features, torch.clamp(torch.nan_to_num(column, nan=0.0),
                                                         -FEATURE_CLIP, FEATURE_CLIP)], dim=1)
+        if config.progress_feature:  # written by with_progress before this step
+            column = hidden[:, accumulator_row, config.progress_column:config.progress_column + 1]
+            features = torch.cat([features, torch.clamp(torch.nan_to_num(column, nan=0.0),
+                                                        0.0, 1.0)], dim=1)
     else:
         features = preprocess_gradient(grad, config)
     layer_input = features
@@ -630,6 +671,7 @@ def gather(tensors: Sequence[torch.Tensor], pieces: Sequence[tuple[int, int, int
 def lstm_update(grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor],
                 weights: FusedLSTMWeights, *, chunk_size: int | None = None,
                 params: Sequence[torch.Tensor] | None = None,
+                progress: float | None = None,
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Apply :func:`lstm_step` to flat tensors, chunked over coordinates (functional).
 
@@ -639,6 +681,8 @@ def lstm_update(grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor],
         weights: φ from :func:`fuse_weights`; gradients flow back to it.
         chunk_size: coordinates per block (``None``: all at once).
         params: 1-D values θ matching ``grads``; required with ``parameter_feature=True``.
+        progress: :func:`run_progress` of this step; required with ``progress_feature=True``
+            (written into every state first, :func:`with_progress`), ignored otherwise.
 
     Returns:
         ``(updates, new_hidden)``, lists matching the inputs. The results do not depend on
@@ -646,6 +690,11 @@ def lstm_update(grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor],
         ``tensor_feature=True`` (then each tensor's state also gets its
         :func:`tensor_signal_to_noise`).
     """
+    if weights.config.progress_feature:
+        if progress is None:
+            raise ValueError("this net reads the run's progress (progress_feature=True): pass "
+                             "progress=run_progress(steps_done, total_steps)")
+        hidden = [with_progress(h, progress, weights.config) for h in hidden]
     sizes = [g.shape[0] for g in grads]
     total = sum(sizes)
     if total == 0:

@@ -62,8 +62,10 @@ class OptimizerSpec:
     state_dtype: str | None = None
 
     def build(self, copies: Sequence[dict[str, torch.Tensor]], lrs: Sequence[float],
-              routes: dict[str, str]) -> torch.optim.Optimizer:
-        """The optimizer over ``copies`` (one dict of leaves per learning rate)."""
+              routes: dict[str, str], total_steps: int | None = None) -> torch.optim.Optimizer:
+        """The optimizer over ``copies`` (one dict of leaves per learning rate). A learned
+        optimizer is told the run's length ``total_steps`` (used only by nets that read the
+        progress); the baselines keep a constant lr."""
         if self.kind != "learned":
             return make_baseline(self.kind, [{"params": list(c.values()), "lr": lr}
                                              for c, lr in zip(copies, lrs)])
@@ -76,7 +78,7 @@ class OptimizerSpec:
                     "lr": lr,
                     # e.g. a conv layer under an fc-only bundle: the fc net, as "auto" would
                     "route": route if route in bundle.routes else FC_ROUTE})
-        return LearnedLSTMOptim(groups, weights=bundle,
+        return LearnedLSTMOptim(groups, weights=bundle, total_steps=total_steps,
                                 state_dtype=_STATE_DTYPES.get(self.state_dtype))
 
 
@@ -120,7 +122,7 @@ def time_per_step(family: TaskFamily, seed: int, steps: int, spec: OptimizerSpec
     """Seconds per training step of one ordinary (unstacked) run, timed over ``steps`` steps."""
     task = family.sample(seed)
     leaves = _leaves(task.params)
-    optimizer = spec.build([leaves], [lr], task.routes)
+    optimizer = spec.build([leaves], [lr], task.routes, total_steps=steps)
     started = time.perf_counter()
     for step in range(steps):
         _train_step(task.loss(leaves, step), optimizer)
@@ -145,7 +147,7 @@ def _run_one_at_a_time(family, seeds, horizon, spec, lrs) -> torch.Tensor:
             for j, seed in enumerate(seeds):
                 task = family.sample(seed)
                 leaves = _leaves(task.params)
-                optimizer = spec.build([leaves], [lr], task.routes)
+                optimizer = spec.build([leaves], [lr], task.routes, total_steps=horizon)
                 for step in range(horizon):
                     loss = task.loss(leaves, step)
                     value = float(loss.detach())
@@ -196,7 +198,7 @@ def _stack(values: list[Any]) -> torch.Tensor | None:
 def _run_side_by_side(family, seeds, horizon, spec, lrs) -> torch.Tensor:
     stack = _SeedStack([family.sample(seed) for seed in seeds], len(lrs))
     copies = [_leaves(stack.initial) for _ in lrs]
-    optimizer = spec.build(copies, lrs, stack.routes)
+    optimizer = spec.build(copies, lrs, stack.routes, total_steps=horizon)
     curves = torch.full((horizon, len(lrs), len(seeds)), math.inf, dtype=torch.float64)
     for step in range(horizon):
         params = {name: torch.stack([c[name] for c in copies]) for name in stack.initial}

@@ -219,14 +219,15 @@ class MetaTrainer:
 
     def meta_loss(self, task: Task, state, steps: int, horizon: int | None = None):
         """Unroll ``steps`` steps from ``state`` keeping the graph; return (meta-loss, state).
-        ``horizon`` (default ``config.horizon``) is the run's T, for the loss weights."""
+        ``horizon`` (default ``config.horizon``) is the run's T, for the loss weights and for
+        nets that read the progress t / T."""
         horizon = self.config.horizon if horizon is None else horizon
         weights = {route: fuse_weights(net) for route, net in self.nets.items()}
         total, terms = 0.0, 0
         loss = task.loss(state.params, state.step)
         for k in range(steps):
             state = apply_update(task, state, loss, weights, chunk_size=self.config.chunk_size,
-                                 keep_graph=k > 0)
+                                 keep_graph=k > 0, horizon=horizon)
             loss = task.loss(state.params, state.step)
             w = self._loss_weight(state.step, horizon)
             if w:

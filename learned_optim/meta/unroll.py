@@ -19,7 +19,7 @@ import torch
 
 from ..network import LSTMOptimizerNet
 from ..tasks.base import Task
-from ..update import FusedLSTMWeights, fuse_weights, lstm_update
+from ..update import FusedLSTMWeights, fuse_weights, lstm_update, run_progress
 
 __all__ = ["UnrollState", "start", "apply_update", "evaluate"]
 
@@ -46,8 +46,9 @@ def start(task: Task, nets: Mapping[str, LSTMOptimizerNet]) -> UnrollState:
 
 def apply_update(task: Task, state: UnrollState, loss: torch.Tensor,
                  weights: Mapping[str, FusedLSTMWeights], *, chunk_size: int | None,
-                 keep_graph: bool) -> UnrollState:
-    """One optimizer step from ``loss = f(θ_t)``: detached gradients in, θ_{t+1} out."""
+                 keep_graph: bool, horizon: int | None = None) -> UnrollState:
+    """One optimizer step from ``loss = f(θ_t)``: detached gradients in, θ_{t+1} out.
+    ``horizon`` is the run's length T, for nets that read the progress t / T."""
     names = list(state.params)
     grads = torch.autograd.grad(loss, [state.params[n] for n in names],
                                 retain_graph=keep_graph, allow_unused=True)
@@ -58,7 +59,8 @@ def apply_update(task: Task, state: UnrollState, loss: torch.Tensor,
             state.params[names[i]])).detach().reshape(-1) for i in members]
         values = [state.params[names[i]].detach().reshape(-1) for i in members]
         updates, hidden = lstm_update(flat_grads, [state.hidden[names[i]] for i in members],
-                                      weights[route], chunk_size=chunk_size, params=values)
+                                      weights[route], chunk_size=chunk_size, params=values,
+                                      progress=run_progress(state.step, horizon))
         for i, update, h in zip(members, updates, hidden):
             name = names[i]
             new_params[name] = state.params[name] + update.view_as(state.params[name])
@@ -83,7 +85,7 @@ def evaluate(task: Task, nets: Mapping[str, LSTMOptimizerNet], steps: int, *,
         losses.append(float(loss.detach()))
         with torch.no_grad():
             state = apply_update(task, state, loss, weights, chunk_size=chunk_size,
-                                 keep_graph=False)
+                                 keep_graph=False, horizon=steps)
         state = state.detach()
     with torch.no_grad():
         losses.append(float(task.loss(state.params, state.step)))
