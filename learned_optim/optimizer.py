@@ -341,8 +341,10 @@ class LearnedLSTMOptim(Optimizer):
         self._check_state_dict(state_dict)
         saved_state = state_dict["state"]
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        groups = [{k: v for k, v in g.items() if k != "learned_optim"}
-                  for g in state_dict["param_groups"]]
+        # an option the saver did not have yet (e.g. total_steps) keeps this optimizer's value
+        groups = [{**{k: v for k, v in mine.items() if k != "params"},
+                   **{k: v for k, v in g.items() if k != "learned_optim"}}
+                  for g, mine in zip(state_dict["param_groups"], self.param_groups)]
         super().load_state_dict(dict(state_dict, param_groups=groups))
         # torch casts state tensors to the param's dtype and may alias the caller's tensors;
         # put back exact, private copies in the state dtype.

@@ -11,7 +11,8 @@ from learned_optim import (LearnedLSTMOptim, LSTMOptimizerConfig, LSTMOptimizerN
                            fuse_weights, lstm_step, lstm_update)
 from learned_optim.errors import ConfigError
 from learned_optim.network import FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY
-from learned_optim.update import StepWorkspace, lstm_step_, step_memory_bytes, update_bound
+from learned_optim.update import (StepWorkspace, lstm_step_, run_progress, step_memory_bytes,
+                                  update_bound, with_progress, write_progress_)
 from test_update import mixed_gradients
 
 ADAPTIVE = dict(features="adaptive", update="direction_magnitude", output_scale=0.01)
@@ -479,3 +480,182 @@ def test_optimizer_gives_each_parameter_its_own_tensor_feature_and_keeps_it(tmp_
         resumed.step()
     for a, b in zip(params, resumed_params):
         assert torch.equal(a, b)
+
+
+# -- progress_feature: the fraction of the run done, t / T, as one more input ------------------
+
+WITH_PROGRESS = dict(ADAPTIVE, progress_feature=True)
+
+
+def test_run_progress_is_the_fraction_done_clipped_to_one_and_zero_when_unknown():
+    assert [run_progress(t, 8) for t in (0, 2, 8, 20)] == [0.0, 0.25, 1.0, 1.0]
+    assert run_progress(5, None) == 0.0
+
+
+def progress_steps(net, grads, total_steps, chunk_size=None, split=None):
+    """lstm_update over ``grads`` told the progress t / total_steps of each step."""
+    weights = fuse_weights(net)
+    parts = split or [grads[0].shape[0]]
+    hidden = [net.initial_state(n, dtype=grads[0].dtype) for n in parts]
+    updates = []
+    for t, grad in enumerate(grads):
+        ups, hidden = lstm_update(list(grad.split(parts)), hidden, weights,
+                                  chunk_size=chunk_size, progress=run_progress(t, total_steps))
+        updates.append(torch.cat(ups))
+    return updates, hidden
+
+
+def test_progress_is_written_before_each_step_and_read_by_the_lstm_and_the_head():
+    net = net_of(14, **WITH_PROGRESS).double()
+    assert net.config.input_size == 5 and net.config.progress_column == 8
+    grads = [torch.randn(30, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
+             for s in range(4)]
+    short, hidden = progress_steps(net, grads, total_steps=4)
+    assert torch.equal(hidden[0][:, 4, 8], torch.full((30,), 0.75, dtype=torch.float64))
+    long, _ = progress_steps(net, grads, total_steps=400)
+    assert torch.equal(short[0], long[0])  # t = 0: both read 0
+    assert not torch.allclose(short[1], long[1])  # 0.25 against 0.0025
+    with torch.no_grad():  # silence the head's progress column: the LSTM still reads it
+        only_lstm = copy.deepcopy(net)
+        only_lstm.head.weight[:, -1] = 0.0
+        only_head = copy.deepcopy(net)
+        only_head.cells[0].weight_ih[:, 4] = 0.0
+        silent = copy.deepcopy(only_lstm)
+        silent.cells[0].weight_ih[:, 4] = 0.0
+    for reader in (only_lstm, only_head):
+        a, _ = progress_steps(reader, grads, total_steps=4)
+        b, _ = progress_steps(reader, grads, total_steps=400)
+        assert not torch.allclose(a[1], b[1])
+    a, _ = progress_steps(silent, grads, total_steps=4)
+    b, _ = progress_steps(silent, grads, total_steps=None)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_progress_feature_is_bit_exact_across_chunks_and_splits_and_starts_like_adam():
+    net = net_of(15, **WITH_PROGRESS)
+    grads = [mixed_gradients(401, seed=s) for s in range(4)]
+    whole, whole_hidden = progress_steps(net, grads, 6, split=[5, 300, 3, 93])
+    for chunk_size in (1, 7, 64):
+        parts, parts_hidden = progress_steps(net, grads, 6, chunk_size=chunk_size)
+        assert all(torch.equal(a, b) for a, b in zip(whole, parts))
+        assert torch.equal(torch.cat(whole_hidden), torch.cat(parts_hidden))
+    fresh = LSTMOptimizerNet(LSTMOptimizerConfig(**WITH_PROGRESS), seed=0)
+    assert torch.equal(fresh.head.weight[:, 20:],
+                       torch.tensor([[0.0, 0, -1, 0, 0], [0, 0, 0, 0, 0]]))
+
+
+def test_progress_in_place_write_and_step_are_bit_identical():
+    net = net_of(16, **WITH_PROGRESS, tensor_feature=True)
+    assert net.config.progress_column == 9  # after the tensor feature
+    weights = fuse_weights(net)
+    hidden = net.initial_state(37)
+    workspace = StepWorkspace(64, net.config)
+    for t in range(3):
+        expected = with_progress(hidden, run_progress(t, 3), net.config)
+        write_progress_(hidden, run_progress(t, 3), net.config)
+        assert torch.equal(hidden, expected)
+        workspace.hidden[:37] = hidden
+        workspace.grad[:37] = grad = mixed_gradients(37, seed=t)
+        expected_update, hidden = lstm_step(grad, hidden, weights)
+        assert torch.equal(lstm_step_(workspace, 37, weights), expected_update)
+        assert torch.equal(workspace.hidden[:37], hidden)
+
+
+def test_a_net_reading_the_progress_needs_it_and_old_configs_have_it_off():
+    net = net_of(17, **WITH_PROGRESS)
+    with pytest.raises(ValueError, match="progress_feature=True.*progress=run_progress"):
+        lstm_update([torch.ones(3)], [net.initial_state(3)], fuse_weights(net))
+    with pytest.raises(ConfigError, match="progress_feature=True.*unless features='adaptive'"):
+        LSTMOptimizerConfig(progress_feature=True)
+    with pytest.raises(ConfigError, match="hidden_size=9.*at least 10 .*progress_feature=True"):
+        LSTMOptimizerConfig(**dict(WITH_PROGRESS, tensor_feature=True, hidden_size=9))
+    old = LSTMOptimizerConfig.from_dict(dict(ADAPTIVE, hidden_size=20, num_layers=2,
+                                             preprocessing="log_sign", p=10.0))
+    assert old.progress_feature is False and old.input_size == 4
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "100"])
+def test_invalid_total_steps_is_refused_by_name(bad):
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    net = net_of(0, **WITH_PROGRESS)
+    with pytest.raises(ValueError, match="Invalid total_steps"):
+        LearnedLSTMOptim(params, weights=net, total_steps=bad)
+    optimizer = LearnedLSTMOptim(params, weights=net, total_steps=10)
+    with pytest.raises(ValueError, match="Invalid total_steps"):
+        optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))],
+                                   "total_steps": bad})
+    assert len(optimizer.param_groups) == 1
+
+
+def test_optimizer_tells_the_net_t_over_total_steps_and_resumes_exactly(tmp_path):
+    """LearnedLSTMOptim(total_steps=T) equals lstm_update with progress t / T at step t, per
+    param group, and a resumed optimizer goes on from the saved step count."""
+    net = net_of(18, **WITH_PROGRESS)
+    WeightsBundle({"fc": net}, name="progress-test").save_pretrained(tmp_path / "b")
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(6, 5, generator=g)),
+              torch.nn.Parameter(torch.randn(3, generator=g))]
+    optimizer = LearnedLSTMOptim([{"params": params[:1], "total_steps": 4},
+                                  {"params": params[1:]}], weights=str(tmp_path / "b"),
+                                 chunk_size=8, total_steps=6)
+    weights = fuse_weights(net)
+    hidden = [net.initial_state(p.numel()) for p in params]
+    all_grads = [[torch.randn(p.shape, generator=g) + 0.5 for p in params] for _ in range(6)]
+    for step, grads in enumerate(all_grads):
+        before = [p.detach().clone() for p in params]
+        for index, total in enumerate((4, 6)):
+            [update], [hidden[index]] = lstm_update(
+                [grads[index].reshape(-1)], [hidden[index]], weights,
+                progress=run_progress(step, total))
+            params[index].grad = grads[index]
+            if index == 0:
+                first_update = update
+        optimizer.step()
+        torch.testing.assert_close(params[0].detach(), before[0] + first_update.view(6, 5),
+                                   rtol=0, atol=1e-6)
+        if step == 2:
+            saved = copy.deepcopy(optimizer.state_dict())
+            saved_params = [p.detach().clone() for p in params]
+    for p, h in zip(params, hidden):
+        torch.testing.assert_close(optimizer.state[p]["hidden"], h, rtol=0, atol=1e-6)
+    resumed_params = [torch.nn.Parameter(v) for v in saved_params]
+    resumed = LearnedLSTMOptim([{"params": resumed_params[:1]}, {"params": resumed_params[1:]}],
+                               weights=str(tmp_path / "b"), chunk_size=8)
+    resumed.load_state_dict(saved)  # brings total_steps back with the groups
+    assert [grp["total_steps"] for grp in resumed.param_groups] == [4, 6]
+    for grads in all_grads[3:]:
+        for p, gr in zip(resumed_params, grads):
+            p.grad = gr
+        resumed.step()
+    for a, b in zip(params, resumed_params):
+        assert torch.equal(a, b)
+
+
+def test_nets_without_the_progress_input_ignore_total_steps():
+    net = net_of(19, **ADAPTIVE)
+    results = []
+    for total in (None, 3):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 7))
+        optimizer = LearnedLSTMOptim([p], weights=net, total_steps=total)
+        for _ in range(4):
+            p.grad = p.detach() * 2 - 0.3
+            optimizer.step()
+        results.append(p.detach())
+    assert torch.equal(*results)
+
+
+def test_a_state_dict_saved_before_total_steps_existed_still_loads():
+    net = net_of(20, **ADAPTIVE)
+    p = torch.nn.Parameter(torch.ones(4))
+    optimizer = LearnedLSTMOptim([p], weights=net)
+    p.grad = torch.ones(4)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    for group in saved["param_groups"]:
+        del group["total_steps"]
+    resumed = LearnedLSTMOptim([torch.nn.Parameter(p.detach().clone())], weights=net,
+                               total_steps=50)
+    resumed.load_state_dict(saved)
+    assert resumed.param_groups[0]["total_steps"] == 50
+    resumed.param_groups[0]["params"][0].grad = torch.ones(4)
+    resumed.step()

@@ -97,6 +97,29 @@ def test_side_by_side_run_matches_separate_runs(spec, lrs):
     torch.testing.assert_close(stacked, separate, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("side_by_side", [True, False])
+def test_a_learned_optimizer_is_told_the_rows_horizon(tmp_path, side_by_side):
+    """A net that reads the progress t / T gets T = the row's horizon, side by side or one run
+    at a time: its curves equal the MetaTrainer's unroll of that horizon, not of another."""
+    from learned_optim import LSTMOptimizerConfig, LSTMOptimizerNet, WeightsBundle
+    from learned_optim.meta.unroll import evaluate as unroll_evaluate
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
+                                               output_scale=0.01, progress_feature=True), seed=0)
+    with torch.no_grad():
+        net.head.weight[1, -1] = 3.0  # the step grows e^3-fold over the run
+    WeightsBundle({"fc": net}, name="progress").save_pretrained(tmp_path / "b")
+    family = QuadraticFamily()
+    curves = run_losses(family, [1, 2], 12, OptimizerSpec("p", "learned", str(tmp_path / "b")),
+                        side_by_side=side_by_side)
+    for j, seed in enumerate([1, 2]):
+        told = torch.tensor(unroll_evaluate(family.sample(seed), {"fc": net}, 12)[:12],
+                            dtype=torch.float64)
+        torch.testing.assert_close(curves[0, j], told, rtol=1e-5, atol=1e-6)
+        longer = torch.tensor(unroll_evaluate(family.sample(seed), {"fc": net}, 24)[:12],
+                              dtype=torch.float64)
+        assert not torch.allclose(curves[0, j], longer, rtol=1e-5, atol=1e-6)
+
+
 def test_a_diverging_learning_rate_does_not_leak_into_the_other_copies():
     family, spec = QuadraticFamily(), OptimizerSpec("SGD", "sgd")
     alone = run_losses(family, [1, 2], 30, spec, (1e-3,))

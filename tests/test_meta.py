@@ -121,11 +121,11 @@ def test_saved_bundle_gives_the_same_updates_as_the_in_memory_net(tmp_path):
     assert loaded.provenance["seed"] == 0 and loaded.provenance["command"]
 
 
-@pytest.mark.parametrize("option", ["parameter_feature", "tensor_feature"])
+@pytest.mark.parametrize("option", ["parameter_feature", "tensor_feature", "progress_feature"])
 def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_fifth_input(option):
-    """parameter_feature (θ_t) and tensor_feature (each tensor's signal-to-noise ratio): the
-    MetaTrainer's unroll feeds the net the input as the optimizer does, and the meta-gradient
-    reaches the weights that read it."""
+    """parameter_feature (θ_t), tensor_feature (each tensor's signal-to-noise ratio) and
+    progress_feature (t / T): the MetaTrainer's unroll feeds the net the input as the optimizer
+    does (told total_steps=T), and the meta-gradient reaches the weights that read it."""
     net_config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
                                      output_scale=0.01, **{option: True})
     trainer = MetaTrainer(short_quadratics(), tiny_config(net=net_config.to_dict()))
@@ -139,7 +139,7 @@ def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_fifth_input(
     assert net.head.weight.grad[:, -1].abs().sum() > 0
     losses = evaluate(task, trainer.nets, 5)
     model = task.model
-    optimizer = LearnedLSTMOptim(model.parameters(), weights=net)
+    optimizer = LearnedLSTMOptim(model.parameters(), weights=net, total_steps=5)
     for step in range(5):
         optimizer.zero_grad()
         loss = task.loss(dict(model.named_parameters()), step)
