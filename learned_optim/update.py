@@ -355,10 +355,17 @@ def with_tensor_feature(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> to
     """``hidden`` (one tensor's state) with :func:`tensor_signal_to_noise` written into column
     :data:`~learned_optim.network.TENSOR_FEATURE_COLUMN` of every coordinate's accumulator
     row, out of place (the MetaTrainer's unroll keeps the graph through the other rows)."""
-    value = tensor_signal_to_noise(hidden, config).to(hidden.dtype)
+    return _with_column(hidden, TENSOR_FEATURE_COLUMN,
+                        tensor_signal_to_noise(hidden, config).to(hidden.dtype), config)
+
+
+def _with_column(hidden: torch.Tensor, column: int, value: torch.Tensor,
+                 config: LSTMOptimizerConfig) -> torch.Tensor:
+    """``hidden`` with ``value`` (a 0-d tensor of its dtype) in column ``column`` of every
+    coordinate's accumulator row, out of place: the other entries keep their graph."""
     mask = torch.zeros(config.state_rows, config.hidden_size, dtype=torch.bool,
                        device=hidden.device)
-    mask[2 * config.num_layers, TENSOR_FEATURE_COLUMN] = True
+    mask[2 * config.num_layers, column] = True
     return torch.where(mask, value, hidden)
 
 
@@ -390,10 +397,7 @@ def with_progress(hidden: torch.Tensor, progress: float,
                   config: LSTMOptimizerConfig) -> torch.Tensor:
     """``hidden`` (a state) with ``progress`` written into column ``config.progress_column`` of
     every coordinate's accumulator row, out of place (the MetaTrainer's unroll)."""
-    mask = torch.zeros(config.state_rows, config.hidden_size, dtype=torch.bool,
-                       device=hidden.device)
-    mask[2 * config.num_layers, config.progress_column] = True
-    return torch.where(mask, hidden.new_tensor(progress), hidden)
+    return _with_column(hidden, config.progress_column, hidden.new_tensor(progress), config)
 
 
 @torch.no_grad()
