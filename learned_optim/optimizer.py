@@ -133,10 +133,10 @@ class LearnedLSTMOptim(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        _check_lr(group["lr"])
-        _check_chunk_size(group["chunk_size"])
-        _check_state_dtype(group["state_dtype"])
-        try:
+        try:  # a refused group is not kept, whichever option is bad
+            _check_lr(group["lr"])
+            _check_chunk_size(group["chunk_size"])
+            _check_state_dtype(group["state_dtype"])
             _check_total_steps(group["total_steps"])
         except (TypeError, ValueError):
             self.param_groups.pop()

@@ -522,6 +522,22 @@ def test_add_param_group_with_an_unknown_route_leaves_the_groups_alone():
     assert_unchanged(opt, params, snapshot)
 
 
+@pytest.mark.parametrize("option,value,error,problem,fix", [
+    ("lr", -1.0, ValueError, "Invalid learning rate: -1.0", "finite and >= 0"),
+    ("lr", "fast", TypeError, "Invalid learning rate: 'fast'", "must be a real number"),
+    ("chunk_size", 0, ValueError, "Invalid chunk_size: 0", "positive integer"),
+    ("state_dtype", torch.int8, ValueError, "Invalid state_dtype: torch.int8", "use None or"),
+    ("total_steps", 0, ValueError, "Invalid total_steps: 0", "positive integer")])
+def test_add_param_group_with_a_bad_option_leaves_the_groups_alone(option, value, error,
+                                                                   problem, fix):
+    opt, params = trained_optimizer()
+    snapshot = frozen(opt, params)
+    with raises_clearly(error, problem, fix):
+        opt.add_param_group({"params": [nn.Parameter(torch.zeros(3))], option: value})
+    assert len(opt.param_groups) == 1
+    assert_unchanged(opt, params, snapshot)
+
+
 def sparse_grad(opt, params):
     params[1].grad = torch.zeros(5).to_sparse()
 
