@@ -134,6 +134,11 @@ VARIANTS = {
                                                  dict(_AVERAGED, horizon=1400, horizon_min=400,
                                                       net=dict(ADAPTIVE_NET,
                                                                progress_feature=True))),
+    # thirteenth round: the averaged recipe on the wide mixture in rescaled coordinates
+    # (ReparamFamily: each task as it is, or its parameters rescaled globally or per tensor by
+    # a log-uniform factor in [0.1, 10]), so the step a task wants is not one size
+    "adaptive-wide-reparam-log-800-avg": ("mixture-wide-reparam", "digits-mlp-tanh-1000",
+                                          _AVERAGED),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

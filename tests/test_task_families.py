@@ -2,6 +2,7 @@
 autoencoders on sample-image patches and regressions with an irreducible loss."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,81 @@ def test_score_epochs_reads_adam_lrs_from_a_validation_run_and_refuses_other_sui
     assert lrs["val-digits-relu"] == pytest.approx(10 ** -1.5)  # the table's Adam (tuned) lr
     with pytest.raises(SystemExit, match="'heldout' run; give a validation one"):
         module.tuned_adam_lrs(str(ROOT / "docs/evidence/heldout/results.json"))
+
+
+# --- ReparamFamily: the same problem in rescaled coordinates (thirteenth round) ---
+
+def _sgd_params(task, lr, steps, scale_of=lambda name: 1.0):
+    """``steps`` of plain gradient descent on ``task`` from its θ₀, returned as
+    ``scale_of(name) * θ`` (the original coordinates when ``scale_of`` gives α)."""
+    params = {name: value.clone().requires_grad_() for name, value in task.params.items()}
+    for step in range(steps):
+        grads = torch.autograd.grad(task.loss(params, step), list(params.values()))
+        with torch.no_grad():
+            for value, grad in zip(params.values(), grads):
+                value -= lr * grad
+    return {name: value.detach() * scale_of(name) for name, value in params.items()}
+
+
+@pytest.mark.parametrize("level", ["global", "tensor"])
+def test_a_rescaled_task_is_the_same_problem_with_steps_scaled_by_alpha_squared(level):
+    from learned_optim.tasks import ReparamFamily
+    family = ReparamFamily(get_task_family("digits-mlp"), levels=(level,))
+    seed = 5
+    inner, task = family.family.sample(seed), family.sample(seed)
+    _, scales = family.draw(seed, list(inner.params))
+    assert len(set(scales.values())) == (1 if level == "global" else len(scales))
+    assert all(0.1 <= s <= 10.0 for s in scales.values()) and set(scales.values()) != {1.0}
+    # same losses at θ' = θ₀ / α; gradients α ∇f
+    assert torch.allclose(task.loss(task.params, 0), inner.loss(inner.params, 0), rtol=1e-5)
+    # gradient descent at lr in θ' is gradient descent at lr α² in θ (per tensor)
+    lr, steps = 0.05, 5
+    rescaled = _sgd_params(task, lr, steps, scale_of=lambda name: scales[name])
+    params = {name: value.clone().requires_grad_() for name, value in inner.params.items()}
+    for step in range(steps):
+        grads = torch.autograd.grad(inner.loss(params, step), list(params.values()))
+        with torch.no_grad():
+            for name, value, grad in zip(params, params.values(), grads):
+                value -= lr * scales[name] ** 2 * grad
+    for name, value in params.items():
+        assert torch.allclose(rescaled[name], value, rtol=1e-4, atol=1e-6), name
+    # and not gradient descent at lr in θ: the rescaling changes the run
+    plain = _sgd_params(inner, lr, steps)
+    assert any(not torch.allclose(plain[n], rescaled[n], rtol=1e-3) for n in plain)
+
+
+def test_reparam_family_draws_every_level_per_seed_and_keeps_none_unchanged():
+    from learned_optim.tasks import ReparamFamily, ReparamTask
+    family = get_task_family("mixture-wide-reparam")
+    assert isinstance(family, ReparamFamily) and family.scale_range == (0.1, 10.0)
+    names = ["a", "b", "c"]
+    levels = [family.draw(seed, names)[0] for seed in range(60)]
+    assert set(levels) == {"none", "global", "tensor"}
+    assert family.draw(7, names) == family.draw(7, names)
+    seed = levels.index("none")
+    assert not isinstance(family.sample(seed), ReparamTask)
+    plain, same = family.family.sample(seed), family.sample(seed)
+    assert all(torch.equal(plain.params[n], same.params[n]) for n in plain.params)
+    seed = levels.index("tensor")
+    rescaled, inner = family.sample(seed), family.family.sample(seed)
+    assert isinstance(rescaled, ReparamTask)
+    assert rescaled.routes == inner.routes
+    log_scales = [math.log(s) for s in family.draw(seed, names)[1].values()]
+    assert all(-math.log(10) <= v <= math.log(10) for v in log_scales)
+    assert family.describe()["family"]["name"] == "mixture-wide"
+
+
+def test_reparam_refuses_bad_ranges_levels_and_scales():
+    from learned_optim.tasks import ReparamFamily, ReparamTask
+    base = get_task_family("quadratic")
+    for bad in [(0.0, 1.0), (2.0, 1.0), (-1.0, 1.0), (1.0, float("inf"))]:
+        with pytest.raises(ValueError, match="scale_range"):
+            ReparamFamily(base, scale_range=bad)
+    for bad in [(), ("tensor", "parameter")]:
+        with pytest.raises(ValueError, match="levels"):
+            ReparamFamily(base, levels=bad)
+    task = base.sample(0)
+    with pytest.raises(ValueError, match="no scale"):
+        ReparamTask(task, {})
+    with pytest.raises(ValueError, match="finite and positive"):
+        ReparamTask(task, {"theta": 0.0})

@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 
+from .augment import ReparamFamily, ReparamTask
 from .base import FunctionTaskFamily, Task, TaskFamily, named_routes
 from .digits import DigitsCNNFamily, DigitsMLPFamily
 from .image_patches import PatchAutoencoderFamily
@@ -20,7 +21,7 @@ from .synthetic import TeacherRegressionFamily, TeacherRNNFamily
 __all__ = ["Task", "TaskFamily", "FunctionTaskFamily", "MixtureFamily", "named_routes",
            "TaskPanel", "TASK_FAMILIES", "get_task_family", "QuadraticFamily", "DigitsMLPFamily",
            "DigitsCNNFamily", "NeuralArtFamily", "TeacherRegressionFamily", "TeacherRNNFamily",
-           "PatchAutoencoderFamily"]
+           "PatchAutoencoderFamily", "ReparamFamily", "ReparamTask"]
 
 
 class MixtureFamily(TaskFamily):
@@ -150,6 +151,11 @@ TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "patch-autoencoder": PatchAutoencoderFamily,
     "teacher-regression-noisy": _noisy_regression,
     "selection-panel-1000": _selection_panel,
+    # the wide mixture in rescaled coordinates (issue 10, thirteenth round): each task as it
+    # is, or with all its parameters or each tensor rescaled by a log-uniform factor in
+    # [0.1, 10], so the step a task wants varies 100-fold at the same gradient statistics
+    "mixture-wide-reparam": lambda: ReparamFamily(_wide_mixture(), scale_range=(0.1, 10.0),
+                                                  name="mixture-wide-reparam"),
 }
 
 
