@@ -139,6 +139,10 @@ VARIANTS = {
     # a log-uniform factor in [0.1, 10]), so the step a task wants is not one size
     "adaptive-wide-reparam-log-800-avg": ("mixture-wide-reparam", "digits-mlp-tanh-1000",
                                           _AVERAGED),
+    # fourteenth round: the same over scales in [1/3, 3] (the thirteenth round's [0.1, 10] lost
+    # precision on unscaled problems)
+    "adaptive-wide-reparam3-log-800-avg": ("mixture-wide-reparam3", "digits-mlp-tanh-1000",
+                                           _AVERAGED),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

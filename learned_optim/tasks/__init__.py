@@ -156,6 +156,9 @@ TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     # [0.1, 10], so the step a task wants varies 100-fold at the same gradient statistics
     "mixture-wide-reparam": lambda: ReparamFamily(_wide_mixture(), scale_range=(0.1, 10.0),
                                                   name="mixture-wide-reparam"),
+    # the same over a 9-fold range, [1/3, 3] (fourteenth round)
+    "mixture-wide-reparam3": lambda: ReparamFamily(_wide_mixture(), scale_range=(1 / 3, 3.0),
+                                                   name="mixture-wide-reparam3"),
 }
 
 
