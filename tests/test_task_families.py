@@ -173,15 +173,16 @@ def test_score_epochs_reads_adam_lrs_from_a_validation_run_and_refuses_other_sui
 
 # --- ReparamFamily: the same problem in rescaled coordinates (thirteenth round) ---
 
-def _sgd_params(task, lr, steps, scale_of=lambda name: 1.0):
-    """``steps`` of plain gradient descent on ``task`` from its θ₀, returned as
-    ``scale_of(name) * θ`` (the original coordinates when ``scale_of`` gives α)."""
+def _sgd_params(task, lr_of, steps, scale_of=lambda name: 1.0):
+    """``steps`` of plain gradient descent on ``task`` from its θ₀, at lr ``lr_of(name)`` per
+    tensor, returned as ``scale_of(name) * θ`` (the original coordinates when ``scale_of``
+    gives α)."""
     params = {name: value.clone().requires_grad_() for name, value in task.params.items()}
     for step in range(steps):
         grads = torch.autograd.grad(task.loss(params, step), list(params.values()))
         with torch.no_grad():
-            for value, grad in zip(params.values(), grads):
-                value -= lr * grad
+            for name, value, grad in zip(params, params.values(), grads):
+                value -= lr_of(name) * grad
     return {name: value.detach() * scale_of(name) for name, value in params.items()}
 
 
@@ -198,17 +199,12 @@ def test_a_rescaled_task_is_the_same_problem_with_steps_scaled_by_alpha_squared(
     assert torch.allclose(task.loss(task.params, 0), inner.loss(inner.params, 0), rtol=1e-5)
     # gradient descent at lr in θ' is gradient descent at lr α² in θ (per tensor)
     lr, steps = 0.05, 5
-    rescaled = _sgd_params(task, lr, steps, scale_of=lambda name: scales[name])
-    params = {name: value.clone().requires_grad_() for name, value in inner.params.items()}
-    for step in range(steps):
-        grads = torch.autograd.grad(inner.loss(params, step), list(params.values()))
-        with torch.no_grad():
-            for name, value, grad in zip(params, params.values(), grads):
-                value -= lr * scales[name] ** 2 * grad
+    rescaled = _sgd_params(task, lambda name: lr, steps, scale_of=lambda name: scales[name])
+    params = _sgd_params(inner, lambda name: lr * scales[name] ** 2, steps)
     for name, value in params.items():
         assert torch.allclose(rescaled[name], value, rtol=1e-4, atol=1e-6), name
     # and not gradient descent at lr in θ: the rescaling changes the run
-    plain = _sgd_params(inner, lr, steps)
+    plain = _sgd_params(inner, lambda name: lr, steps)
     assert any(not torch.allclose(plain[n], rescaled[n], rtol=1e-3) for n in plain)
 
 
