@@ -143,6 +143,13 @@ VARIANTS = {
     # precision on unscaled problems)
     "adaptive-wide-reparam3-log-800-avg": ("mixture-wide-reparam3", "digits-mlp-tanh-1000",
                                            _AVERAGED),
+    # fifteenth round: the fourteenth's recipe whose net also reads each tensor's relative
+    # gradient change over the last step (tensor_statistic="gradient_change"): a signal of
+    # whether the step is small for the curvature, on tasks that want different steps
+    "adaptive-wide-reparam3-log-800-avg-change": (
+        "mixture-wide-reparam3", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, net=dict(ADAPTIVE_NET, tensor_feature=True,
+                                 tensor_statistic="gradient_change"))),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

@@ -38,9 +38,13 @@ FEATURE_CLIP = 10.0
 # Fields added after format 1's first bundles; a config without them means the paper's net.
 _OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0,
                     "parameter_feature": False, "tensor_feature": False,
-                    "progress_feature": False}
+                    "progress_feature": False, "tensor_statistic": "signal_to_noise"}
 #: Column of the accumulator row that holds the tensor feature (after the 8 accumulators).
 TENSOR_FEATURE_COLUMN = 2 * (len(MOMENTUM_DECAYS) + 1)
+#: What the tensor feature (``tensor_feature=True``) measures: see
+#: :func:`learned_optim.update.tensor_signal_to_noise` and
+#: :func:`learned_optim.update.tensor_gradient_change`.
+TENSOR_STATISTICS = ("signal_to_noise", "gradient_change")
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,12 @@ class LSTMOptimizerConfig:
     # run already done, t / T (T: the optimizer's total_steps; 0 when it is not given), so the
     # net can anneal its step toward the end of a run (VeLO, Metz et al. 2022; issue 10).
     progress_feature: bool = False
+    # What tensor_feature measures: "signal_to_noise" (above) or "gradient_change", the log of
+    # how much the tensor's gradient changed relative to its size over the previous step
+    # (near -10 when steps are far too small for the curvature, near 0 at the right size or
+    # in noise; see learned_optim.update.tensor_gradient_change; issue 10). The latter keeps
+    # each coordinate's last two gradients in its state.
+    tensor_statistic: str = "signal_to_noise"
 
     @property
     def input_size(self) -> int:
@@ -159,18 +169,35 @@ class LSTMOptimizerConfig:
         _check(not self.progress_feature or self.features == "adaptive", "progress_feature",
                self.progress_feature, "false unless features='adaptive' (the progress is "
                "stored beside the adaptive features' running averages)")
-        accumulators = (TENSOR_FEATURE_COLUMN + int(self.tensor_feature)
-                        + int(self.progress_feature))
+        _check(self.tensor_statistic in TENSOR_STATISTICS, "tensor_statistic",
+               self.tensor_statistic, f"one of {list(TENSOR_STATISTICS)}")
+        _check(self.tensor_feature or self.tensor_statistic == "signal_to_noise",
+               "tensor_statistic", self.tensor_statistic, "'signal_to_noise' unless "
+               "tensor_feature=True (it says what the tensor feature measures)")
+        accumulators = self.gradient_column + 2 * int(self.keeps_gradients)
         _check(self.features != "adaptive" or self.hidden_size >= accumulators, "hidden_size",
                self.hidden_size, f"at least {accumulators} with features='adaptive'"
                + (" and tensor_feature=True" if self.tensor_feature else "")
                + (" and progress_feature=True" if self.progress_feature else "")
+               + (" and tensor_statistic='gradient_change'" if self.keeps_gradients else "")
                + " (its accumulators share one state row)")
 
     @property
     def progress_column(self) -> int:
         """Column of the accumulator row that holds the progress (``progress_feature``)."""
         return TENSOR_FEATURE_COLUMN + int(self.tensor_feature)
+
+    @property
+    def keeps_gradients(self) -> bool:
+        """Whether each coordinate's state keeps its last two gradients
+        (``tensor_statistic="gradient_change"``)."""
+        return self.tensor_feature and self.tensor_statistic == "gradient_change"
+
+    @property
+    def gradient_column(self) -> int:
+        """First of the two accumulator-row columns that hold the latest and the previous
+        gradient (:attr:`keeps_gradients`)."""
+        return self.progress_column + int(self.progress_feature)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields."""

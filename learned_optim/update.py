@@ -56,6 +56,8 @@ __all__ = [
     "adaptive_features",
     "parameter_feature",
     "tensor_signal_to_noise",
+    "tensor_gradient_change",
+    "tensor_statistic",
     "with_tensor_feature",
     "write_tensor_feature_",
     "run_progress",
@@ -351,12 +353,64 @@ def tensor_signal_to_noise(hidden: torch.Tensor, config: LSTMOptimizerConfig) ->
     return ratio.clamp(0.0, FEATURE_CLIP).mean()
 
 
+def tensor_gradient_change(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+    r"""The tensor feature with ``tensor_statistic="gradient_change"``: one number for a whole
+    tensor, how much its gradient changed over the last step relative to its size,
+
+    .. math::
+        
+ho = \operatorname{clip}\Big(\log rac{\lVert 
+abla_t - 
+abla_{t-1} 
+Vert}
+                                                  {\lVert 
+abla_{t-1} 
+Vert},\ -10,\ 10\Big)
+
+    over the tensor's coordinates, read from the last two gradients that each coordinate's
+    state keeps (``config.gradient_column``). Near a minimum with curvature :math:`\lambda`, a
+    step of size :math:`s` changes the gradient by about :math:`s \lambda` of itself: a very
+    negative :math:`
+ho` says the step is far too small for the curvature, :math:`
+ho`
+    near 0 that it is about right (or that the gradients are noise), :math:`
+ho > \log 2`
+    that it overshoots. It is the per-tensor signal of hypergradient step-size adaptation
+    (Baydin et al. 2018) and of the tensor-level inputs of Wichrowska et al. (2017), and it is
+    scale-free: multiplying every gradient by :math:`c > 0` leaves it unchanged. Computed after
+    each step and read at the next (:func:`with_tensor_feature`), in float32 (float64 for a
+    float64 state), detached; 0 before there are two gradients (a fresh state) and for an
+    empty tensor, -10 when the gradient did not change at all.
+    """
+    column = config.gradient_column
+    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    latest_two = hidden.detach()[:, 2 * config.num_layers, column:column + 2].to(dtype)
+    latest_two = torch.nan_to_num(latest_two, nan=0.0, posinf=0.0, neginf=0.0)
+    if latest_two.numel() == 0:
+        return latest_two.new_zeros(())
+    # divided by the largest entry first, so that the norms cannot overflow
+    latest_two = latest_two / latest_two.abs().amax().clamp_min(torch.finfo(dtype).tiny)
+    latest, previous = latest_two[:, 0], latest_two[:, 1]
+    before = torch.linalg.vector_norm(previous)
+    change = torch.linalg.vector_norm(latest - previous)
+    log_ratio = torch.log(change / before).clamp(-FEATURE_CLIP, FEATURE_CLIP)
+    return torch.where(before > 0, log_ratio, 0.0)  # no host sync
+
+
+def tensor_statistic(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+    """The tensor feature of ``config.tensor_statistic``: :func:`tensor_signal_to_noise` or
+    :func:`tensor_gradient_change` (a 0-d tensor)."""
+    if config.tensor_statistic == "gradient_change":
+        return tensor_gradient_change(hidden, config)
+    return tensor_signal_to_noise(hidden, config)
+
+
 def with_tensor_feature(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
-    """``hidden`` (one tensor's state) with :func:`tensor_signal_to_noise` written into column
+    """``hidden`` (one tensor's state) with :func:`tensor_statistic` written into column
     :data:`~learned_optim.network.TENSOR_FEATURE_COLUMN` of every coordinate's accumulator
     row, out of place (the MetaTrainer's unroll keeps the graph through the other rows)."""
     return _with_column(hidden, TENSOR_FEATURE_COLUMN,
-                        tensor_signal_to_noise(hidden, config).to(hidden.dtype), config)
+                        tensor_statistic(hidden, config).to(hidden.dtype), config)
 
 
 def _with_column(hidden: torch.Tensor, column: int, value: torch.Tensor,
@@ -372,7 +426,7 @@ def _with_column(hidden: torch.Tensor, column: int, value: torch.Tensor,
 @torch.no_grad()
 def write_tensor_feature_(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> None:
     """:func:`with_tensor_feature` in place (the optimizer's state); the same bits."""
-    value = tensor_signal_to_noise(hidden, config)
+    value = tensor_statistic(hidden, config)
     hidden[:, 2 * config.num_layers, TENSOR_FEATURE_COLUMN] = value.to(hidden.dtype)
 
 
@@ -542,6 +596,9 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
             column = hidden[:, accumulator_row, config.progress_column:config.progress_column + 1]
             features = torch.cat([features, torch.clamp(torch.nan_to_num(column, nan=0.0),
                                                         0.0, 1.0)], dim=1)
+        if config.keeps_gradients:  # (latest, previous): for tensor_gradient_change
+            column = config.gradient_column
+            latest_two = torch.stack([grad, hidden[:, accumulator_row, column]], dim=1)
     else:
         features = preprocess_gradient(grad, config)
     layer_input = features
@@ -562,12 +619,18 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         new_states += [h_new, c_new]
         layer_input = h_new
     if accumulators is not None:
+        row = hidden[:, accumulator_row]
         if in_place:
-            hidden[:, accumulator_row, :accumulators.shape[1]].copy_(accumulators)
+            row[:, :accumulators.shape[1]].copy_(accumulators)
+            if config.keeps_gradients:
+                row[:, column:column + 2].copy_(latest_two)
         else:
-            # the rest of the row (the tensor feature, if any) is kept, as in place
-            new_states.append(torch.cat(
-                [accumulators, hidden[:, accumulator_row, accumulators.shape[1]:]], dim=1))
+            # the rest of the row (the tensor feature and progress, if any) is kept, as in place
+            parts = [accumulators, row[:, accumulators.shape[1]:]]
+            if config.keeps_gradients:
+                parts = [accumulators, row[:, accumulators.shape[1]:column], latest_two,
+                         row[:, column + 2:]]
+            new_states.append(torch.cat(parts, dim=1))
     if config.update == "direction_magnitude":
         update = _direction_magnitude(torch.cat([layer_input, features], dim=1), weights)
         if in_place:
