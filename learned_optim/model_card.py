@@ -138,7 +138,9 @@ def _architecture_section(bundle: "WeightsBundle") -> str:
         if config.parameter_feature:
             inputs += " and the parameter value"
         if config.tensor_feature:
-            inputs += " and the tensor's signal-to-noise ratio"
+            inputs += (" and the tensor's log relative gradient change over the last step"
+                       if config.tensor_statistic == "gradient_change"
+                       else " and the tensor's signal-to-noise ratio")
         if config.progress_feature:
             inputs += " and the fraction of the run done (t / total_steps)"
         step = ("additive" if config.update == "additive"

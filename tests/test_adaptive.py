@@ -12,7 +12,8 @@ from learned_optim import (LearnedLSTMOptim, LSTMOptimizerConfig, LSTMOptimizerN
 from learned_optim.errors import ConfigError
 from learned_optim.network import FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY
 from learned_optim.update import (StepWorkspace, lstm_step_, run_progress, step_memory_bytes,
-                                  update_bound, with_progress, write_progress_)
+                                  tensor_statistic, update_bound, with_progress,
+                                  write_progress_)
 from test_update import mixed_gradients
 
 ADAPTIVE = dict(features="adaptive", update="direction_magnitude", output_scale=0.01)
@@ -344,6 +345,7 @@ def test_optimizer_feeds_each_parameter_its_own_value(tmp_path):
 # -- tensor_feature: each tensor's gradient signal-to-noise ratio as one more input -----------
 
 WITH_TENSOR = dict(ADAPTIVE, tensor_feature=True)
+WITH_CHANGE = dict(WITH_TENSOR, tensor_statistic="gradient_change")
 
 
 def reference_signal_to_noise(grads):
@@ -402,8 +404,9 @@ def test_untrained_net_with_a_tensor_feature_still_starts_like_adam():
     assert torch.equal(net.head.weight[:, 20:], torch.tensor([[0.0, 0, -1, 0, 0], [0, 0, 0, 0, 0]]))
 
 
-def test_tensor_feature_is_scale_free_and_bit_exact_across_chunks():
-    net = net_of(11, **WITH_TENSOR)
+@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE], ids=["snr", "change"])
+def test_tensor_feature_is_scale_free_and_bit_exact_across_chunks(config):
+    net = net_of(11, **config)
     grads = [mixed_gradients(401, seed=s) for s in range(4)]
     split = [5, 300, 3, 93]
     whole, whole_hidden = run_steps(net, grads, split=split)
@@ -420,11 +423,13 @@ def test_tensor_feature_is_scale_free_and_bit_exact_across_chunks():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)
 
 
-def test_tensor_feature_in_place_step_is_bit_identical():
-    net = net_of(12, **WITH_TENSOR)
+@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE], ids=["snr", "change"])
+def test_tensor_feature_in_place_step_is_bit_identical(config):
+    net = net_of(12, **config)
     weights = fuse_weights(net)
     hidden = net.initial_state(37)
     hidden[:, 4, 8] = 0.7  # as with_tensor_feature leaves it
+    hidden[:, 4, 9:] = torch.randn(37, 11, generator=torch.Generator().manual_seed(5))
     workspace = StepWorkspace(64, net.config)
     workspace.hidden[:37] = hidden
     for seed in range(3):
@@ -446,10 +451,74 @@ def test_tensor_feature_needs_adaptive_features_and_is_off_in_old_configs():
     assert old.tensor_feature is False and old.input_size == 4
 
 
-def test_optimizer_gives_each_parameter_its_own_tensor_feature_and_keeps_it(tmp_path):
+def reference_gradient_change(latest, previous):
+    """clip(log(|latest - previous| / |previous|), -10, 10) in plain Python floats."""
+    change = math.sqrt(sum((float(a) - float(b)) ** 2 for a, b in zip(latest, previous)))
+    before = math.sqrt(sum(float(b) ** 2 for b in previous))
+    return min(max(math.log(change / before), -FEATURE_CLIP), FEATURE_CLIP)
+
+
+def test_gradient_change_feature_is_each_tensors_log_relative_change_after_the_step():
+    net = net_of(14, **WITH_CHANGE).double()
+    assert net.config.input_size == 5 and net.config.gradient_column == 9
+    g = torch.Generator().manual_seed(1)
+    # tensor 0's gradient shrinks slowly along one direction (steps too small: rho << 0),
+    # tensor 1's is noise (rho near log sqrt(2))
+    direction = torch.randn(6, generator=g, dtype=torch.float64)
+    grads = [torch.cat([direction * 0.999 ** t, torch.randn(40, generator=g, dtype=torch.float64)])
+             for t in range(5)]
+    weights, hidden = fuse_weights(net), [net.initial_state(n, dtype=torch.float64) for n in (6, 40)]
+    for step, grad in enumerate(grads):
+        _, hidden = lstm_update(list(grad.split([6, 40])), hidden, weights)
+        for index, (start, stop) in enumerate([(0, 6), (6, 46)]):
+            state = hidden[index][:, 4]
+            previous = grads[step - 1][start:stop] if step else torch.zeros(stop - start,
+                                                                            dtype=torch.float64)
+            assert torch.equal(state[:, 9], grad[start:stop]) and torch.equal(state[:, 10],
+                                                                              previous)
+            want = reference_gradient_change(grad[start:stop], previous) if step else 0.0
+            torch.testing.assert_close(state[:, 8], torch.full_like(state[:, 8], want),
+                                       rtol=1e-12, atol=1e-12)
+    assert float(hidden[0][0, 4, 8]) == pytest.approx(math.log(1e-3), rel=1e-3)
+    assert abs(float(hidden[1][0, 4, 8]) - math.log(2) / 2) < 0.5
+
+
+def test_gradient_change_feature_is_minus_ten_for_a_constant_gradient_and_finite_for_huge_ones():
+    config = LSTMOptimizerConfig(**WITH_CHANGE)
+    hidden = torch.zeros(3, config.state_rows, config.hidden_size)
+    assert float(tensor_statistic(hidden, config)) == 0.0  # fresh: no previous gradient
+    assert tensor_statistic(hidden[:0], config).shape == ()
+    hidden[:, 4, 9:11] = torch.tensor([[2.0, 2.0], [-1.0, -1.0], [0.5, 0.5]])
+    assert float(tensor_statistic(hidden, config)) == -FEATURE_CLIP
+    hidden[:, 4, 9:11] = torch.tensor([[3e38, -3e38], [1e38, 1e38], [0.0, 0.0]])
+    value = float(tensor_statistic(hidden, config))
+    assert value == pytest.approx(math.log(6e38 / math.hypot(3e38, 1e38)), rel=1e-5)
+    hidden[:, 4, 9:11] = torch.tensor([[1.0, 1e-6], [0.0, 0.0], [0.0, 0.0]])
+    assert float(tensor_statistic(hidden, config)) == FEATURE_CLIP  # clipped at 10
+    assert float(tensor_statistic(hidden, LSTMOptimizerConfig(**WITH_TENSOR))) != FEATURE_CLIP
+
+
+def test_tensor_statistic_option_is_validated_and_signal_to_noise_in_old_configs():
+    with pytest.raises(ConfigError, match="tensor_statistic='change'.*one of"):
+        LSTMOptimizerConfig(**dict(WITH_TENSOR, tensor_statistic="change"))
+    with pytest.raises(ConfigError, match="tensor_statistic.*unless tensor_feature=True"):
+        LSTMOptimizerConfig(**dict(ADAPTIVE, tensor_statistic="gradient_change"))
+    with pytest.raises(ConfigError, match="hidden_size=10.*at least 11 .*gradient_change"):
+        LSTMOptimizerConfig(**dict(WITH_CHANGE, hidden_size=10))
+    LSTMOptimizerConfig(**dict(WITH_CHANGE, hidden_size=11))
+    old = LSTMOptimizerConfig.from_dict(dict(WITH_TENSOR, hidden_size=20, num_layers=2,
+                                             preprocessing="log_sign", p=10.0))
+    assert old.tensor_statistic == "signal_to_noise" and not old.keeps_gradients
+    both = LSTMOptimizerConfig(**dict(WITH_CHANGE, progress_feature=True))
+    assert (both.progress_column, both.gradient_column) == (9, 10)
+
+
+@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE], ids=["snr", "change"])
+def test_optimizer_gives_each_parameter_its_own_tensor_feature_and_keeps_it(tmp_path, config):
     """LearnedLSTMOptim equals lstm_update for a tensor-feature net, in blocks that span and
-    split parameters, and its state_dict carries the feature to a resumed optimizer."""
-    net = net_of(13, **WITH_TENSOR)
+    split parameters, and its state_dict carries the feature (and, for gradient_change, the
+    last two gradients) to a resumed optimizer."""
+    net = net_of(13, **config)
     WeightsBundle({"fc": net}, name="tensor-feature-test").save_pretrained(tmp_path / "b")
     g = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(6, 5, generator=g)),
@@ -659,3 +728,12 @@ def test_a_state_dict_saved_before_total_steps_existed_still_loads():
     assert resumed.param_groups[0]["total_steps"] == 50
     resumed.param_groups[0]["params"][0].grad = torch.ones(4)
     resumed.step()
+
+
+def test_model_card_names_the_tensor_statistic():
+    from learned_optim.model_card import model_card_text
+    cards = {name: model_card_text(WeightsBundle({"fc": net_of(0, **config)}, name=name))
+             for name, config in [("snr", WITH_TENSOR), ("change", WITH_CHANGE)]}
+    assert "signal-to-noise" in cards["snr"] and "gradient change" not in cards["snr"]
+    assert "log relative gradient change" in cards["change"]
+    assert "signal-to-noise" not in cards["change"]

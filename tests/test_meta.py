@@ -121,13 +121,17 @@ def test_saved_bundle_gives_the_same_updates_as_the_in_memory_net(tmp_path):
     assert loaded.provenance["seed"] == 0 and loaded.provenance["command"]
 
 
-@pytest.mark.parametrize("option", ["parameter_feature", "tensor_feature", "progress_feature"])
+@pytest.mark.parametrize("option", [
+    {"parameter_feature": True}, {"tensor_feature": True},
+    {"tensor_feature": True, "tensor_statistic": "gradient_change"}, {"progress_feature": True}],
+    ids=["parameter", "tensor-snr", "tensor-change", "progress"])
 def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_fifth_input(option):
-    """parameter_feature (θ_t), tensor_feature (each tensor's signal-to-noise ratio) and
-    progress_feature (t / T): the MetaTrainer's unroll feeds the net the input as the optimizer
-    does (told total_steps=T), and the meta-gradient reaches the weights that read it."""
+    """parameter_feature (θ_t), tensor_feature (each tensor's signal-to-noise ratio or
+    gradient change) and progress_feature (t / T): the MetaTrainer's unroll feeds the net the
+    input as the optimizer does (told total_steps=T), and the meta-gradient reaches the weights
+    that read it."""
     net_config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
-                                     output_scale=0.01, **{option: True})
+                                     output_scale=0.01, **option)
     trainer = MetaTrainer(short_quadratics(), tiny_config(net=net_config.to_dict()))
     with torch.no_grad():
         trainer.nets["fc"].head.weight[:, -1] = 0.5  # the input's head column starts at 0
