@@ -39,6 +39,11 @@ FEATURE_CLIP = 10.0
 _OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0,
                     "parameter_feature": False, "tensor_feature": False,
                     "progress_feature": False, "tensor_statistic": "signal_to_noise"}
+# The optional fields grouped by the change that added them, oldest first. A fingerprint leaves
+# out each group whose fields all hold their defaults (see LSTMOptimizerConfig.identity_dict),
+# so that adding an option does not change the fingerprint of weights that do not use it.
+_OPTIONAL_FIELD_GROUPS = (("features", "update", "magnitude_scale"), ("parameter_feature",),
+                          ("tensor_feature",), ("progress_feature",), ("tensor_statistic",))
 #: Column of the accumulator row that holds the tensor feature (after the 8 accumulators).
 TENSOR_FEATURE_COLUMN = 2 * (len(MOMENTUM_DECAYS) + 1)
 #: What the tensor feature (``tensor_feature=True``) measures: see
@@ -202,6 +207,31 @@ class LSTMOptimizerConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields."""
         return dataclasses.asdict(self)
+
+    def identity_dict(self) -> dict[str, Any]:
+        """The fields that identify this net, for fingerprints: :meth:`to_dict` without each
+        group of later-added options that all hold their defaults. Weights saved before an
+        option existed, and the same weights saved after, have the same identity."""
+        data = self.to_dict()
+        for group in _OPTIONAL_FIELD_GROUPS:
+            if all(data[name] == _OPTIONAL_FIELDS[name] for name in group):
+                for name in group:
+                    del data[name]
+        return data
+
+    def earlier_identity_dicts(self) -> list[dict[str, Any]]:
+        """What :meth:`identity_dict` was before it left out unused options (learned_optim
+        hashed every field known at the time): one dict per set of fields of an earlier
+        version, oldest first, so that optimizer state_dicts saved by those versions still match
+        their weights."""
+        data = self.to_dict()
+        earlier: list[dict[str, Any]] = []
+        for count in range(1, len(_OPTIONAL_FIELD_GROUPS) + 1):
+            known = {name for group in _OPTIONAL_FIELD_GROUPS[:count] for name in group}
+            fields = {name: value for name, value in data.items()
+                      if name not in _OPTIONAL_FIELDS or name in known}
+            earlier.append(fields)
+        return earlier
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LSTMOptimizerConfig":

@@ -106,9 +106,25 @@ class WeightsBundle:
                 for key, value in self.nets[route].state_dict().items()}
 
     def fingerprint(self) -> str:
-        """A short SHA-256 of every tensor (names, dtypes, shapes and bytes) and config."""
+        """A short SHA-256 of every tensor (names, dtypes, shapes and bytes) and config (its
+        :meth:`~learned_optim.LSTMOptimizerConfig.identity_dict`: options the nets do not use
+        are left out, so a newer learned_optim gives the same weights the same fingerprint)."""
+        return self._fingerprint({route: self.nets[route].config.identity_dict()
+                                  for route in self.routes})
+
+    def known_fingerprints(self) -> set[str]:
+        """:meth:`fingerprint` and the fingerprints that earlier versions of learned_optim gave
+        these weights (they hashed every config field they knew); an optimizer state_dict
+        that records any of them belongs to these weights."""
+        known = {self.fingerprint()}
+        configs = {route: self.nets[route].config.earlier_identity_dicts() for route in self.routes}
+        for forms in zip(*configs.values()):  # one version's configs of every route
+            known.add(self._fingerprint(dict(zip(configs, forms))))
+        return known
+
+    def _fingerprint(self, routes_config: dict[str, Any]) -> str:
         digest = hashlib.sha256()
-        digest.update(json.dumps(self._routes_config(), sort_keys=True).encode())
+        digest.update(json.dumps(routes_config, sort_keys=True).encode())
         for key, value in sorted(self.tensors().items()):
             digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
             digest.update(value.view(torch.uint8).numpy().tobytes())

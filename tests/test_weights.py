@@ -1,7 +1,10 @@
 """Weights bundles: safetensors + JSON config round trips, strict validation, clear errors."""
 
+import hashlib
 import json
 import os
+import pathlib
+import re
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from safetensors.torch import save_file
 
 from learned_optim import (ConfigError, LearnedLSTMOptim, WeightsBundle, WeightsFormatError,
                            WeightsNotFoundError, list_pretrained, load_weights, resolve_weights)
+from learned_optim.errors import StateDictError
 from nets import random_net, two_route_bundle
 
 
@@ -53,6 +57,53 @@ def test_fingerprint_changes_with_any_weight():
     with torch.no_grad():
         net.head.bias.add_(1e-7)
     assert WeightsBundle({"fc": net}).fingerprint() != before
+
+
+def test_fingerprint_is_the_one_the_model_card_recorded_when_the_weights_were_made():
+    """Options added to the config since (parameter_feature, tensor_feature, ...) are left out
+    while unused, so each bundled optimizer keeps the fingerprint of its card and of the
+    README, which were written when it was trained."""
+    root = pathlib.Path(__file__).resolve().parents[1] / "pretrained"
+    for name in list_pretrained():
+        card = (root / name / "README.md").read_text()
+        recorded = re.search(r"Weights fingerprint: `([0-9a-f]{16})`", card).group(1)
+        assert resolve_weights(name).fingerprint() == recorded, name
+    assert resolve_weights("default").fingerprint() == "8b2d85ff8f0c5040"
+
+
+def _hash_of(bundle, configs):
+    """The fingerprint as documented: SHA-256 of the routes' JSON config, then each tensor's
+    name, dtype, shape and bytes."""
+    digest = hashlib.sha256(json.dumps(configs, sort_keys=True).encode())
+    for key, value in sorted(bundle.tensors().items()):
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def test_state_dict_saved_under_an_earlier_fingerprint_still_loads():
+    """Versions before identity_dict hashed every config field they knew: a state_dict that
+    records such a fingerprint belongs to the same weights; one of other weights does not."""
+    bundle = WeightsBundle({"fc": random_net(0)})
+    every_field = {"fc": bundle.nets["fc"].config.to_dict()}
+    before_tensor_statistic = {"fc": {k: v for k, v in every_field["fc"].items()
+                                      if k != "tensor_statistic"}}
+    p = torch.nn.Parameter(torch.zeros(40))
+    opt = LearnedLSTMOptim([p], weights=bundle)
+    p.grad = torch.linspace(-1, 1, 40)
+    opt.step()
+    for configs in (every_field, before_tensor_statistic):
+        saved = opt.state_dict()
+        saved["learned_optim"]["weights_fingerprint"] = _hash_of(bundle, configs)
+        assert saved["learned_optim"]["weights_fingerprint"] != bundle.fingerprint()
+        resumed = LearnedLSTMOptim([torch.nn.Parameter(p.detach().clone())], weights=bundle)
+        resumed.load_state_dict(saved)
+        assert torch.equal(resumed.state_dict()["state"][0]["hidden"],
+                           opt.state_dict()["state"][0]["hidden"])
+    saved["learned_optim"]["weights_fingerprint"] = _hash_of(
+        WeightsBundle({"fc": random_net(1)}), every_field)
+    with pytest.raises(StateDictError, match="made with weights"):
+        LearnedLSTMOptim([p], weights=bundle).load_state_dict(saved)
 
 
 def test_missing_path_and_unknown_name():
