@@ -358,23 +358,14 @@ def tensor_gradient_change(hidden: torch.Tensor, config: LSTMOptimizerConfig) ->
     tensor, how much its gradient changed over the last step relative to its size,
 
     .. math::
-        
-ho = \operatorname{clip}\Big(\log rac{\lVert 
-abla_t - 
-abla_{t-1} 
-Vert}
-                                                  {\lVert 
-abla_{t-1} 
-Vert},\ -10,\ 10\Big)
+        \rho = \operatorname{clip}\Big(\log \frac{\lVert \nabla_t - \nabla_{t-1} \rVert}
+                                                  {\lVert \nabla_{t-1} \rVert},\ -10,\ 10\Big)
 
     over the tensor's coordinates, read from the last two gradients that each coordinate's
     state keeps (``config.gradient_column``). Near a minimum with curvature :math:`\lambda`, a
     step of size :math:`s` changes the gradient by about :math:`s \lambda` of itself: a very
-    negative :math:`
-ho` says the step is far too small for the curvature, :math:`
-ho`
-    near 0 that it is about right (or that the gradients are noise), :math:`
-ho > \log 2`
+    negative :math:`\rho` says the step is far too small for the curvature, :math:`\rho`
+    near 0 that it is about right (or that the gradients are noise), :math:`\rho > \log 2`
     that it overshoots. It is the per-tensor signal of hypergradient step-size adaptation
     (Baydin et al. 2018) and of the tensor-level inputs of Wichrowska et al. (2017), and it is
     scale-free: multiplying every gradient by :math:`c > 0` leaves it unchanged. Computed after
