@@ -385,8 +385,8 @@ class LearnedLSTMOptim(Optimizer):
                 f"this state_dict has state format_version {version!r}; this learned_optim "
                 f"reads version {_STATE_FORMAT_VERSION} or older: upgrade learned_optim")
         mine = self._identity()
-        if identity.get("weights_fingerprint") != mine["weights_fingerprint"] and \
-                identity.get("weights_fingerprint") not in self._bundle.known_fingerprints():
+        # known_fingerprints: this version's and those earlier versions gave the same weights
+        if identity.get("weights_fingerprint") not in self._bundle.known_fingerprints():
             raise StateDictError(
                 f"this state_dict was made with weights {identity.get('weights_name')!r} "
                 f"(fingerprint {identity.get('weights_fingerprint')}), but this optimizer uses "
