@@ -120,6 +120,33 @@ def test_a_learned_optimizer_is_told_the_rows_horizon(tmp_path, side_by_side):
         assert not torch.allclose(curves[0, j], longer, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("statistic", ["signal_to_noise", "gradient_change"])
+def test_a_net_with_per_tensor_inputs_runs_each_seed_alone(tmp_path, statistic):
+    """A tensor_feature net reads one statistic per parameter tensor; stacked, a tensor holds
+    every seed and the statistic would be pooled over them. Each seed's curve must be that
+    seed's own run (the MetaTrainer's unroll of the task alone), as a user would get."""
+    from learned_optim import LSTMOptimizerConfig, LSTMOptimizerNet, WeightsBundle
+    from learned_optim.evaluation import runner
+    from learned_optim.meta.unroll import evaluate as unroll_evaluate
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
+                                               output_scale=0.01, tensor_feature=True,
+                                               tensor_statistic=statistic), seed=0)
+    with torch.no_grad():
+        net.head.weight[1, -1] = -0.5  # the step size follows the tensor's statistic
+    WeightsBundle({"fc": net}, name="tensor").save_pretrained(tmp_path / "b")
+    spec = OptimizerSpec("t", "learned", str(tmp_path / "b"))
+    assert not spec.coordinatewise and OptimizerSpec("Adam", "adam").coordinatewise
+    family, seeds = QuadraticFamily(), [1, 2, 3]
+    curves = run_losses(family, seeds, 20, spec)  # batched family, default mode
+    alone = torch.stack([torch.tensor(unroll_evaluate(family.sample(seed), {"fc": net}, 20)[:20],
+                                      dtype=torch.float64) for seed in seeds])
+    torch.testing.assert_close(curves[0], alone, rtol=1e-5, atol=1e-6)
+    pooled = runner._run_side_by_side(family, seeds, 20, spec, (1.0,))[0]
+    assert not torch.allclose(pooled, alone, rtol=1e-3, atol=1e-4)  # what stacking would give
+    with pytest.raises(ValueError, match="side_by_side=False"):
+        run_losses(family, seeds, 20, spec, side_by_side=True)
+
+
 def test_a_diverging_learning_rate_does_not_leak_into_the_other_copies():
     family, spec = QuadraticFamily(), OptimizerSpec("SGD", "sgd")
     alone = run_losses(family, [1, 2], 30, spec, (1e-3,))

@@ -11,11 +11,16 @@ Two ways to run many of them, with the same results:
 * **side by side** (families with ``batched_seeds``): the parameters of all (lr, seed) copies
   are stacked along new leading dimensions and the loss of every copy is computed with
   ``torch.func.vmap`` over ``functional_call``. Backpropagating the *sum* of the copies' losses
-  gives each copy exactly its own gradient, and every optimizer here is coordinatewise (SGD,
-  Nesterov, RMSprop and Adam per element, the learned LSTM per coordinate), so a stacked run is
-  the same computation as separate runs; one param group per learning rate. This is what
-  makes 10,000-step rows affordable on 2 CPU cores.
+  gives each copy exactly its own gradient, and a coordinatewise optimizer (SGD, Nesterov,
+  RMSprop and Adam per element, the learned LSTM per coordinate) makes a stacked run the same
+  computation as separate runs; one param group per learning rate. This is what makes
+  10,000-step rows affordable on 2 CPU cores.
 * **one at a time** (any family): a fresh task and optimizer per (lr, seed).
+
+A learned net with ``tensor_feature=True`` is not coordinatewise: it reads one statistic of
+each parameter *tensor*, and a stacked tensor holds every seed, so stacked it would pool its
+statistic over the seeds (:attr:`OptimizerSpec.coordinatewise`). Such nets always run one at
+a time.
 
 The learned optimizer leaves a parameter *tensor* unchanged when its gradient holds NaN/inf
 (with a warning); stacked, that tensor holds every seed, so a stacked learned run that hits a
@@ -61,6 +66,16 @@ class OptimizerSpec:
     weights: str | None = None
     state_dtype: str | None = None
 
+    @property
+    def coordinatewise(self) -> bool:
+        """Whether every coordinate's step depends on that coordinate alone, so that runs
+        stacked along a new dimension step exactly as separate runs do: true for the
+        baselines and for learned nets without ``tensor_feature``."""
+        if self.kind != "learned":
+            return True
+        bundle = resolve_weights(self.weights)
+        return not any(net.config.tensor_feature for net in bundle.nets.values())
+
     def build(self, copies: Sequence[dict[str, torch.Tensor]], lrs: Sequence[float],
               routes: dict[str, str], total_steps: int | None = None) -> torch.optim.Optimizer:
         """The optimizer over ``copies`` (one dict of leaves per learning rate). A learned
@@ -102,11 +117,16 @@ def run_losses(family: TaskFamily, seeds: Sequence[int], horizon: int, spec: Opt
                ) -> torch.Tensor:
     """Losses of ``spec`` on ``family``: a float64 tensor ``(len(lrs), len(seeds), horizon)``.
 
-    ``side_by_side`` defaults to ``family.batched_seeds``. A diverged run's remaining losses are
-    ``inf``.
+    ``side_by_side`` defaults to ``family.batched_seeds`` for a coordinatewise ``spec`` and to
+    ``False`` otherwise (:attr:`OptimizerSpec.coordinatewise`). A diverged run's remaining
+    losses are ``inf``.
     """
     if side_by_side is None:
-        side_by_side = family.batched_seeds
+        side_by_side = family.batched_seeds and spec.coordinatewise
+    elif side_by_side and not spec.coordinatewise:
+        raise ValueError(
+            f"{spec.label!r} reads per-tensor statistics (tensor_feature=True), so runs stacked "
+            "side by side would share them across seeds: pass side_by_side=False (or None)")
     if not side_by_side:
         return _run_one_at_a_time(family, seeds, horizon, spec, lrs)
     with warnings.catch_warnings(record=True) as caught:
