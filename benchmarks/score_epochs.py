@@ -1,7 +1,7 @@
 """Score every epoch a meta-training run kept (``meta-train --keep-epochs DIR``) on the
 validation suite, against tuned Adam, without re-tuning Adam for each epoch.
 
-    python benchmarks/score_epochs.py --reference docs/evidence/validation/run23/results.json \\
+    python benchmarks/score_epochs.py --reference docs/evidence/validation/run35/results.json \\
         /tmp/r11/epochs0/epoch-* --out /tmp/r11/epochs0.json
 
 Adam's lr per row is read from a ``results.json`` that ``evaluate --suite validation`` wrote
