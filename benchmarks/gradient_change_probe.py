@@ -20,22 +20,17 @@ import sys
 import torch
 
 from learned_optim import LearnedLSTMOptim
+from learned_optim.evaluation import select_rows
 from learned_optim.network import TENSOR_FEATURE_COLUMN
-from learned_optim.tasks.digits import DigitsMLPFamily
-from learned_optim.tasks.quadratic import QuadraticFamily
-from learned_optim.tasks.synthetic import TeacherRNNFamily
 
 STEPS, TASK_SEED = 1000, 2000
 WINDOWS = ((2, 100), (100, 500), (500, 1000))
+ROWS = ("val-teacher-rnn", "val-digits-tanh-wide", "val-quadratic-1000")
 
 
 def families():
-    """The validation suite's RNN, tanh-wide and quadratic rows (learned_optim.evaluation)."""
-    return {"val-teacher-rnn": TeacherRNNFamily(horizon=STEPS, name="val-teacher-rnn"),
-            "val-digits-tanh-wide": DigitsMLPFamily(hidden=128, activation="tanh",
-                                                    batch_size=32, horizon=STEPS,
-                                                    name="val-digits-tanh-wide"),
-            "val-quadratic-1000": QuadraticFamily(horizon=STEPS)}
+    """The validation suite's RNN, tanh-wide and quadratic families (1,000-step rows)."""
+    return {row.name: row.family() for row in select_rows("validation", names=ROWS)}
 
 
 def rho_trace(weights: str, family) -> tuple[list[float], float]:
