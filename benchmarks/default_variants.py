@@ -157,11 +157,11 @@ VARIANTS = {
 }
 
 
-def train_variant(name: str, out: Path, seed: int = 0) -> dict:
+def train_variant(name: str, out: Path, seed: int = 0, device: str | None = None) -> dict:
     family, validation, fields = VARIANTS[name]
     config = MetaTrainConfig(**{**fields, "seed": seed})
     command = (f"python benchmarks/default_variants.py --variants {name} --out {out.parent}"
-               + (f" --seed {seed}" if seed else ""))
+               + (f" --seed {seed}" if seed else "") + (f" --device {device}" if device else ""))
     if name.endswith("-untrained"):
         net = LSTMOptimizerNet(config.net_config, seed=seed)  # as MetaTrainer initialises it
         bundle = WeightsBundle({"fc": net}, name=name, provenance={
@@ -174,7 +174,7 @@ def train_variant(name: str, out: Path, seed: int = 0) -> dict:
         return bundle.provenance
     trainer = MetaTrainer(get_task_family(family), config,
                           validation_family=get_task_family(validation), name=name,
-                          command=command)
+                          command=command, device=device)
     started = time.perf_counter()
     bundle = trainer.train(progress=False)
     bundle.provenance.update(variant=name, task_family=family,
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/variants")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default=None, help="meta-train on this device, e.g. cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = [n for n in args.variants.split(",") if n]
@@ -199,7 +200,7 @@ def main() -> None:
     print("| variant | best validation final loss | untrained | best epoch | seconds |")
     print("|---|---|---|---|---|")
     for name in names:
-        provenance = train_variant(name, Path(args.out) / name, args.seed)
+        provenance = train_variant(name, Path(args.out) / name, args.seed, args.device)
         metrics = provenance["metrics"]
         print(f"| {name} | {metrics['validation_final_loss']:.4g} | "
               f"{metrics['untrained_validation_final_loss']:.4g} | {metrics['best_epoch']} | "

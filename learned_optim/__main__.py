@@ -211,6 +211,9 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + field.replace("_", "-"),
                             type=type(getattr(defaults, field)), default=None,  # int or float
                             help=notes.get(field, "") + f"default {getattr(defaults, field)}")
+    parser.add_argument("--device", default=None,
+                        help="where to unroll the optimizees, e.g. cuda (default cpu; single "
+                             "process only; results match the CPU's up to float rounding)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -243,7 +246,7 @@ def _run_meta_train(args: argparse.Namespace) -> int:
                 else args.keep_epochs
             bundle = run_preset(name, out, seed=args.seed, progress=not args.no_progress,
                                 checkpoint_dir=checkpoint, resume=args.resume,
-                                keep_epochs=epochs)
+                                keep_epochs=epochs, device=args.device)
             print(f"wrote {name} to {out}: {bundle.provenance['metrics']}")
         return 0
     return _meta_train_task(args)
@@ -275,7 +278,7 @@ def _meta_train_task(args: argparse.Namespace) -> int:
                               checkpoint_dir=args.checkpoint_dir, name=args.task,
                               command=shlex.join(["python", "-m", "learned_optim"]
                                                  + sys.argv[1:]),
-                              process_group=group)
+                              process_group=group, device=args.device)
         if args.resume:  # every process reads it: use a folder they all see
             trainer.load_checkpoint(args.checkpoint_dir)
         bundle = trainer.train(progress=not args.no_progress,

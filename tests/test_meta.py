@@ -547,3 +547,57 @@ def test_keep_epochs_writes_every_epochs_scored_weights_and_the_best_is_the_bund
     param.grad = torch.ones(3)
     LearnedLSTMOptim([param], weights=str(tmp_path / "epoch-02")).step()
     assert torch.isfinite(param).all() and not torch.equal(param, torch.ones(3))
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="needs a CUDA GPU (none on this machine)")
+
+
+def test_a_task_moved_to_a_device_draws_the_same_batches_there_and_is_itself_unchanged():
+    task = get_task_family("digits-mlp").sample(3)
+    assert task.to("cpu") is task  # already there: nothing copied
+    moved = task.to("meta")  # a device every machine has (shapes, no data)
+    inputs, targets = moved.sample_batch(5)
+    original_inputs, original_targets = task.sample_batch(5)
+    assert inputs.device.type == targets.device.type == "meta"
+    assert inputs.shape == original_inputs.shape and targets.shape == original_targets.shape
+    assert all(value.device.type == "meta" for value in moved.params.values())
+    assert all(p.device.type == "meta" for p in moved.model.parameters())
+    assert moved.routes == task.routes and moved.loss_fn is task.loss_fn
+    assert all(value.device.type == "cpu" for value in task.params.values())
+    assert all(p.device.type == "cpu" for p in task.model.parameters())
+
+
+def test_meta_training_on_the_cpu_named_explicitly_is_bit_for_bit_the_default(tmp_path):
+    config = tiny_config(epochs=2, tasks_per_epoch=2, weight_average_decay=0.8)
+    plain = MetaTrainer(short_quadratics(), config).train(progress=False)
+    named = MetaTrainer(short_quadratics(), config, device="cpu").train(progress=False)
+    for key, value in plain.nets["fc"].state_dict().items():
+        assert torch.equal(value, named.nets["fc"].state_dict()[key]), key
+    assert named.provenance["device"] == "cpu"
+
+
+def test_a_device_with_a_process_group_is_refused_before_the_group_is_used():
+    with pytest.raises(ConfigError, match="process group"):
+        MetaTrainer(short_quadratics(), tiny_config(), device="cuda", process_group=object())
+
+
+@needs_cuda
+def test_meta_training_on_cuda_matches_the_cpu_and_resumes_on_the_cpu(tmp_path):
+    family = get_task_family("digits-mlp")
+    config = tiny_config(epochs=2, tasks_per_epoch=2, horizon=30, weight_average_decay=0.8)
+    on_cpu = MetaTrainer(family, config)
+    on_cpu.train(progress=False)
+    on_cuda = MetaTrainer(family, config, device="cuda", checkpoint_dir=tmp_path)
+    bundle = on_cuda.train(progress=False)
+    assert bundle.provenance["device"] == "cuda"
+    assert all(p.device.type == "cpu" for p in bundle.nets["fc"].parameters())
+    for key, value in on_cpu._net_state().items():
+        torch.testing.assert_close(on_cuda._net_state()[key], value, rtol=1e-3, atol=1e-4)
+    assert [h["final_loss"] for h in on_cuda.history] == pytest.approx(
+        [h["final_loss"] for h in on_cpu.history], rel=1e-3)
+    resumed = MetaTrainer(family, tiny_config(epochs=3, tasks_per_epoch=2, horizon=30,
+                                              weight_average_decay=0.8))
+    resumed.load_checkpoint(tmp_path)  # written on CUDA, read on the CPU
+    resumed.train(progress=False)
+    assert resumed.epoch == 3 and len(resumed.history) == 4

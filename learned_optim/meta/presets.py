@@ -88,9 +88,11 @@ def keep_every_epoch(directory: str | Path | None
 
 def run_preset(name: str, out: str | Path, *, seed: int = 0, progress: bool = True,
                checkpoint_dir: str | Path | None = None, resume: bool = False,
-               keep_epochs: str | Path | None = None) -> WeightsBundle:
+               keep_epochs: str | Path | None = None,
+               device: str | None = None) -> WeightsBundle:
     """Meta-train preset ``name`` and write its bundle to ``out`` (with provenance);
-    with ``keep_epochs``, also every epoch's scored weights (:func:`keep_every_epoch`)."""
+    with ``keep_epochs``, also every epoch's scored weights (:func:`keep_every_epoch`);
+    ``device`` as in :class:`MetaTrainer` (default the CPU)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
     preset = PRESETS[name]
@@ -98,7 +100,9 @@ def run_preset(name: str, out: str | Path, *, seed: int = 0, progress: bool = Tr
     validation = get_task_family(preset.validation_task) if preset.validation_task else None
     trainer = MetaTrainer(get_task_family(preset.task), config, validation_family=validation,
                           checkpoint_dir=checkpoint_dir, name=name,
-                          command=preset_command(name, out) + (f" --seed {seed}" if seed else ""))
+                          command=preset_command(name, out) + (f" --seed {seed}" if seed else "")
+                          + (f" --device {device}" if device else ""),
+                          device=device)
     if resume and checkpoint_dir and (Path(checkpoint_dir) / "checkpoint.safetensors").exists():
         trainer.load_checkpoint(checkpoint_dir)
     started = time.perf_counter()

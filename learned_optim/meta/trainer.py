@@ -94,6 +94,10 @@ class MetaTrainer:
             φ, validation tasks are split the same way, and only rank 0 writes checkpoints,
             logs and shows progress. Results match one process with the same config (up to
             float rounding). ``None``: one process.
+        device: where the nets and the unrolled optimizees live, e.g. ``"cuda"`` (default
+            ``"cpu"``). Tasks are still sampled on the CPU, then copied (:meth:`Task.to`); the
+            kept weights, checkpoints and bundles are on the CPU either way, so a run can
+            resume on another device. Results match the CPU's up to float rounding.
 
     Raises:
         TaskError: a sampled task's loss is not a finite real scalar that depends on its
@@ -112,7 +116,8 @@ class MetaTrainer:
     def __init__(self, task_family: TaskFamily, config: MetaTrainConfig | None = None, *,
                  validation_family: TaskFamily | None = None, routes: list[str] | None = None,
                  checkpoint_dir: str | os.PathLike | None = None, name: str = "meta-trained",
-                 command: str | None = None, process_group: Any = None):
+                 command: str | None = None, process_group: Any = None,
+                 device: torch.device | str | None = None):
         for role, family in (("task_family", task_family),
                              ("validation_family", validation_family)):
             if family is not None and not callable(getattr(family, "sample", None)):
@@ -130,6 +135,11 @@ class MetaTrainer:
         self.command = command or " ".join([os.path.basename(sys.executable)] + sys.argv)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.process_group = process_group
+        self.device = torch.device(device if device is not None else "cpu")
+        if self.device.type != "cpu" and process_group is not None:
+            raise ConfigError(f"device={str(self.device)!r} with a process group: meta-training "
+                              "across processes runs on the CPU only; drop device= or the "
+                              "process group")
         self.rank, self.world_size = rank_and_world_size(process_group)
         if self.config.meta_batch_size % self.world_size:
             raise ValueError(
@@ -145,7 +155,7 @@ class MetaTrainer:
                               f"digits, '_') that include {FC_ROUTE!r}, the route every "
                               "weights bundle needs, e.g. ['conv', 'fc']")
         self.nets = {route: LSTMOptimizerNet(self.config.net_config,
-                                             seed=self.config.seed + k)
+                                             seed=self.config.seed + k).to(self.device)
                      for k, route in enumerate(sorted(routes))}
         self.meta_optimizer = torch.optim.Adam(self._meta_params(), lr=self.config.meta_lr)
         self.epoch = 0
@@ -164,7 +174,8 @@ class MetaTrainer:
         return [p for route in sorted(self.nets) for p in self.nets[route].parameters()]
 
     def _net_state(self) -> dict[str, torch.Tensor]:
-        return {f"{route}.{k}": v.detach().clone() for route in sorted(self.nets)
+        """φ by ``route.name``, copied to the CPU (where kept and averaged states live)."""
+        return {f"{route}.{k}": v.detach().to("cpu", copy=True) for route in sorted(self.nets)
                 for k, v in self.nets[route].state_dict().items()}
 
     def _scored_state(self) -> dict[str, torch.Tensor]:
@@ -269,6 +280,7 @@ class MetaTrainer:
         after each truncation, one meta-update from the mean of their meta-losses (and of the
         other processes' tasks). Returns the mean meta-loss of each truncation."""
         horizon = self.config.horizon if horizon is None else horizon
+        tasks = [task.to(self.device) for task in tasks]
         states = [start(task, self.nets) for task in tasks]
         scale = 1.0 / (len(tasks) * self.world_size)
         losses = []
@@ -358,7 +370,8 @@ class MetaTrainer:
             task = family.sample(seed)
             self.check_task(task, where=f"validation task {family.name!r} "
                                         f"sample(seed={seed})")
-            losses = evaluate(task, self.nets, horizon, chunk_size=self.config.chunk_size)
+            losses = evaluate(task.to(self.device), self.nets, horizon,
+                              chunk_size=self.config.chunk_size)
             tail = losses[-max(1, horizon // 10):]
             results[:, index] = torch.tensor([sum(tail) / len(tail), sum(losses) / len(losses)],
                                              dtype=torch.float64)
@@ -456,6 +469,7 @@ class MetaTrainer:
             "command": self.command,
             "wall_time_s": round(self.elapsed, 1),
             "world_size": self.world_size,
+            "device": str(self.device),
             "metrics": {
                 "validation_score": self.config.validation_score,
                 "validation_best_score": best.get("score", best.get("final_loss")),
@@ -485,7 +499,7 @@ class MetaTrainer:
         adam = self.meta_optimizer.state_dict()
         for index, entry in adam["state"].items():
             for key, value in entry.items():
-                tensors[f"adam.{index}.{key}"] = value.detach().clone().reshape(value.shape)
+                tensors[f"adam.{index}.{key}"] = value.detach().to("cpu", copy=True)
         progress = {"epoch": self.epoch, "best_metric": self.best_metric,
                     "history": self.history, "bad_updates": self.bad_updates,
                     "skipped_updates": self.skipped_updates, "elapsed": self.elapsed,

@@ -39,7 +39,8 @@ class UnrollState:
 
 def start(task: Task, nets: Mapping[str, LSTMOptimizerNet]) -> UnrollState:
     params = {name: value.detach().clone().requires_grad_() for name, value in task.params.items()}
-    hidden = {name: nets[task.routes[name]].initial_state(value.numel(), dtype=value.dtype)
+    hidden = {name: nets[task.routes[name]].initial_state(value.numel(), dtype=value.dtype,
+                                                          device=value.device)
               for name, value in params.items()}
     return UnrollState(params, hidden)
 

@@ -8,6 +8,7 @@ module becomes a meta-training task.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -80,6 +81,34 @@ class Task:
                             f"and dtype {getattr(value, 'dtype', None)}: "
                             "reduce it in loss_fn (e.g. .mean() or .sum()) and return a tensor")
         return value.reshape(())
+
+    def to(self, device: torch.device | str) -> "Task":
+        """This task on ``device``: a copy of the model, θ₀ and every batch moved there
+        (batches are still drawn as before, then copied). The task itself is unchanged; on the
+        device it is already on it is returned as it is."""
+        device = torch.device(device)
+        if all(value.device == device for value in self.params.values()):
+            return self
+        sample_batch = self.sample_batch
+
+        def sample_on_device(step: int) -> tuple[Any, Any]:
+            return _moved(sample_batch(step), device)
+
+        return Task(model=copy.deepcopy(self.model).to(device), sample_batch=sample_on_device,
+                    loss_fn=self.loss_fn,
+                    params={name: value.to(device) for name, value in self.params.items()},
+                    routes=dict(self.routes))
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    """Tensors in ``value`` (nested in tuples, lists and dicts) moved to ``device``."""
+    if torch.is_tensor(value):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_moved(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _moved(v, device) for k, v in value.items()}
+    return value
 
 
 class TaskFamily:
