@@ -24,6 +24,7 @@ import torch
 
 from learned_optim import LSTMOptimizerNet, WeightsBundle
 from learned_optim.meta import MetaTrainConfig, MetaTrainer
+from learned_optim.meta.trainer import CHECKPOINT_FILE
 from learned_optim.meta.presets import ADAPTIVE_NET  # the net of the `default` preset
 from learned_optim.tasks import get_task_family
 
@@ -157,7 +158,10 @@ VARIANTS = {
 }
 
 
-def train_variant(name: str, out: Path, seed: int = 0, device: str | None = None) -> dict:
+def train_variant(name: str, out: Path, seed: int = 0, device: str | None = None,
+                  checkpoint_dir: Path | None = None) -> dict:
+    """Meta-train variant ``name`` into ``out``; with ``checkpoint_dir``, write a checkpoint
+    there after every epoch and continue from one that is already there."""
     family, validation, fields = VARIANTS[name]
     config = MetaTrainConfig(**{**fields, "seed": seed})
     command = (f"python benchmarks/default_variants.py --variants {name} --out {out.parent}"
@@ -174,7 +178,9 @@ def train_variant(name: str, out: Path, seed: int = 0, device: str | None = None
         return bundle.provenance
     trainer = MetaTrainer(get_task_family(family), config,
                           validation_family=get_task_family(validation), name=name,
-                          command=command, device=device)
+                          command=command, device=device, checkpoint_dir=checkpoint_dir)
+    if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).exists():
+        trainer.load_checkpoint(checkpoint_dir)
     started = time.perf_counter()
     bundle = trainer.train(progress=False)
     bundle.provenance.update(variant=name, task_family=family,
@@ -191,6 +197,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default=None, help="meta-train on this device, e.g. cuda")
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="checkpoint every epoch to DIR/VARIANT, and resume from one there")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = [n for n in args.variants.split(",") if n]
@@ -200,7 +208,9 @@ def main() -> None:
     print("| variant | best validation final loss | untrained | best epoch | seconds |")
     print("|---|---|---|---|---|")
     for name in names:
-        provenance = train_variant(name, Path(args.out) / name, args.seed, args.device)
+        provenance = train_variant(name, Path(args.out) / name, args.seed, args.device,
+                                   Path(args.checkpoint_dir) / name if args.checkpoint_dir
+                                   else None)
         metrics = provenance["metrics"]
         print(f"| {name} | {metrics['validation_final_loss']:.4g} | "
               f"{metrics['untrained_validation_final_loss']:.4g} | {metrics['best_epoch']} | "

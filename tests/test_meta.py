@@ -584,8 +584,8 @@ def test_a_device_with_a_process_group_is_refused_before_the_group_is_used():
 
 @needs_cuda
 def test_meta_training_on_cuda_matches_the_cpu_and_resumes_on_the_cpu(tmp_path):
-    family = get_task_family("digits-mlp")
-    config = tiny_config(epochs=2, tasks_per_epoch=2, horizon=30, weight_average_decay=0.8)
+    family = get_task_family("mixture-wide-reparam3")  # digits, quadratics, regressions, rescaled
+    config = tiny_config(epochs=2, tasks_per_epoch=4, horizon=30, weight_average_decay=0.8)
     on_cpu = MetaTrainer(family, config)
     on_cpu.train(progress=False)
     on_cuda = MetaTrainer(family, config, device="cuda", checkpoint_dir=tmp_path)
@@ -596,8 +596,19 @@ def test_meta_training_on_cuda_matches_the_cpu_and_resumes_on_the_cpu(tmp_path):
         torch.testing.assert_close(on_cuda._net_state()[key], value, rtol=1e-3, atol=1e-4)
     assert [h["final_loss"] for h in on_cuda.history] == pytest.approx(
         [h["final_loss"] for h in on_cpu.history], rel=1e-3)
-    resumed = MetaTrainer(family, tiny_config(epochs=3, tasks_per_epoch=2, horizon=30,
+    resumed = MetaTrainer(family, tiny_config(epochs=3, tasks_per_epoch=4, horizon=30,
                                               weight_average_decay=0.8))
     resumed.load_checkpoint(tmp_path)  # written on CUDA, read on the CPU
     resumed.train(progress=False)
     assert resumed.epoch == 3 and len(resumed.history) == 4
+
+
+def test_a_rescaled_task_moved_to_a_device_keeps_its_scales():
+    from learned_optim.tasks import ReparamTask
+
+    inner = get_task_family("digits-mlp").sample(0)
+    task = ReparamTask(inner, {name: 2.0 for name in inner.params})
+    moved = task.to("meta")
+    assert isinstance(moved, ReparamTask) and moved.scales == task.scales
+    assert all(value.device.type == "meta" for value in moved.params.values())
+    assert task.to("cpu") is task

@@ -53,6 +53,11 @@ class ReparamTask(Task):
                          params={name: value / self.scales[name]
                                  for name, value in inner.params.items()})
 
+    def to(self, device: torch.device | str) -> "ReparamTask":
+        """The same rescaled task with its inner task on ``device`` (:meth:`Task.to`)."""
+        inner = self.inner.to(device)
+        return self if inner is self.inner else ReparamTask(inner, self.scales)
+
     def loss(self, params: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         """:math:`f(\\alpha \\odot \\theta')` on the batch of ``step``."""
         return self.inner.loss({name: value * self.scales[name] if name in self.scales else value

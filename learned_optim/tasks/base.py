@@ -85,7 +85,9 @@ class Task:
     def to(self, device: torch.device | str) -> "Task":
         """This task on ``device``: a copy of the model, θ₀ and every batch moved there
         (batches are still drawn as before, then copied). The task itself is unchanged; on the
-        device it is already on it is returned as it is."""
+        device it is already on it is returned as it is. A ``loss_fn`` that closes over tensors
+        of its own keeps them where they are; a subclass that overrides :meth:`loss` overrides
+        this too (as :class:`~learned_optim.tasks.ReparamTask` does)."""
         device = torch.device(device)
         if all(value.device == device for value in self.params.values()):
             return self
