@@ -899,9 +899,11 @@ def test_cli_task_flags_reach_the_config(tmp_path):
                    "--validation-tasks", "1", "--meta-lr", "0.002", "--meta-batch-size", "2",
                    "--weight-average-decay", "0.5", "--horizon-min", "2",
                    "--validation-score", "log_final_loss", "--keep-epochs",
-                   str(tmp_path / "epochs"), "--no-progress"])
+                   str(tmp_path / "epochs"), "--device", "cpu", "--no-progress"])
     assert status == 0
-    config = WeightsBundle.from_pretrained(tmp_path / "out").provenance["config"]
+    provenance = WeightsBundle.from_pretrained(tmp_path / "out").provenance
+    assert provenance["device"] == "cpu"
+    config = provenance["config"]
     assert {k: config[k] for k in ("epochs", "tasks_per_epoch", "horizon", "unroll",
                                    "validation_tasks", "meta_lr", "meta_batch_size",
                                    "weight_average_decay", "horizon_min",
@@ -911,6 +913,23 @@ def test_cli_task_flags_reach_the_config(tmp_path):
         validation_score="log_final_loss")
     kept = WeightsBundle.from_pretrained(tmp_path / "epochs" / "epoch-01")
     assert kept.provenance["epoch_kept"] == 1
+
+
+@pytest.mark.parametrize("device,problem", [
+    ("gpu0", "is not a torch device"),
+    pytest.param("cuda", "sees no CUDA GPU", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has a CUDA GPU, so cuda is valid")),
+])
+def test_cli_meta_train_on_a_device_it_cannot_use_is_one_error_line(tmp_path, capsys, device,
+                                                                    problem):
+    from learned_optim.__main__ import main
+
+    status = main(["meta-train", "--task", "quadratic", "--out", str(tmp_path / "out"),
+                   "--epochs", "1", "--device", device, "--no-progress"])
+    assert status != 0
+    err = capsys.readouterr().err
+    assert problem in err and "cpu" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_unknown_validation_score_is_one_error_line(tmp_path, capsys):

@@ -135,11 +135,11 @@ class MetaTrainer:
         self.command = command or " ".join([os.path.basename(sys.executable)] + sys.argv)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.process_group = process_group
-        self.device = torch.device(device if device is not None else "cpu")
-        if self.device.type != "cpu" and process_group is not None:
-            raise ConfigError(f"device={str(self.device)!r} with a process group: meta-training "
+        if process_group is not None and device is not None and str(device) != "cpu":
+            raise ConfigError(f"device={str(device)!r} with a process group: meta-training "
                               "across processes runs on the CPU only; drop device= or the "
                               "process group")
+        self.device = _checked_device(device)
         self.rank, self.world_size = rank_and_world_size(process_group)
         if self.config.meta_batch_size % self.world_size:
             raise ValueError(
@@ -585,6 +585,21 @@ class MetaTrainer:
         self.bad_updates = fields["bad_updates"]
         self.skipped_updates = fields["skipped_updates"]
         self.elapsed = fields["elapsed"]
+
+
+def _checked_device(device: torch.device | str | None) -> torch.device:
+    """``device`` as a ``torch.device`` (the CPU for ``None``), refused if this torch cannot
+    run on it."""
+    try:
+        checked = torch.device(device if device is not None else "cpu")
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r} is not a torch device; use 'cpu' or 'cuda' "
+                          "(or 'cuda:N')") from None
+    if checked.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r}, but this torch sees no CUDA GPU "
+                          "(torch.cuda.is_available() is False); meta-train on the CPU "
+                          "(device='cpu', or leave it out) or install a CUDA build of torch")
+    return checked
 
 
 def _finite(state: dict[str, torch.Tensor]) -> bool:
