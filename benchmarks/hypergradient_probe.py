@@ -22,9 +22,9 @@ Prints, per validation row, each β's verdict against tuned Adam and its mean fi
 tuned Adam's, then per β the clipped geometric mean and wins / ties / losses (the figures of
 ``summarize_validation.py``).
 """
+import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from learned_optim.evaluation import select_rows
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, mean_loss, run_losses
 from learned_optim.evaluation.stats import paired_difference, verdict
 from learned_optim.evaluation.suites import protocol_for
+from summarize_validation import clipped_geometric_mean
 
 TUNED = Path(__file__).resolve().parents[1] / "docs/evidence/validation/run36/results.json"
 
@@ -81,9 +82,11 @@ class HDSpec(OptimizerSpec):
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    out = args[args.index("--out") + 1]
-    betas = [float(a) for a in args[:args.index("--out")]]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("betas", type=float, nargs="+", help="hypergradient rates (0: default)")
+    parser.add_argument("--out", required=True, help="JSON file for every seed's losses")
+    args = parser.parse_args()
+    out, betas = args.out, args.betas
     torch.set_num_threads(1)
     protocol = protocol_for("validation", False)
     adam_lrs = {r["row"]: next(o["lr"] for o in r["optimizers"] if o["label"] == "Adam (tuned)")
@@ -102,7 +105,7 @@ def main() -> None:
             f = final_loss(c).tolist()
             res[str(beta)] = {"final": f, "mean": mean_loss(c).tolist(),
                               "verdict": verdict(paired_difference(f, res["adam_final"])),
-                              "ratio": (sum(f) / 5) / (sum(res["adam_final"]) / 5)}
+                              "ratio": sum(f) / sum(res["adam_final"])}
         results[row.name] = res
         print(row.name, round(time.time() - t0),
               {b: (res[str(b)]["verdict"], round(res[str(b)]["ratio"], 3)) for b in betas},
@@ -110,8 +113,7 @@ def main() -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         json.dump(results, open(out, "w"), indent=1)
     for beta in betas:
-        rs = [results[r][str(beta)]["ratio"] for r in results]
-        clipped = math.exp(sum(math.log(min(max(x, .1), 10)) for x in rs) / len(rs))
+        clipped = clipped_geometric_mean([results[r][str(beta)]["ratio"] for r in results])
         v = [results[r][str(beta)]["verdict"] for r in results]
         print("beta", beta, "clipped", round(clipped, 3), "W/T/L", v.count("wins"), v.count("tie"),
               v.count("loses"))

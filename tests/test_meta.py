@@ -15,6 +15,8 @@ from learned_optim.meta.unroll import evaluate, start
 from learned_optim.tasks import (FunctionTaskFamily, QuadraticFamily, Task, TaskFamily,
                                  TaskPanel, get_task_family)
 
+from devices import needs_cuda
+
 
 def tiny_config(**overrides):
     base = dict(epochs=3, tasks_per_epoch=4, horizon=20, unroll=10, validation_tasks=4,
@@ -548,9 +550,6 @@ def test_keep_epochs_writes_every_epochs_scored_weights_and_the_best_is_the_bund
     LearnedLSTMOptim([param], weights=str(tmp_path / "epoch-02")).step()
     assert torch.isfinite(param).all() and not torch.equal(param, torch.ones(3))
 
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU (none on this machine)")
 
 
 def test_a_task_moved_to_a_device_draws_the_same_batches_there_and_is_itself_unchanged():

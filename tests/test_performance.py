@@ -12,10 +12,8 @@ from learned_optim import LearnedLSTMOptim
 from learned_optim.__main__ import main
 from learned_optim.bench import load_naive, make_params, peak_transient_bytes
 from learned_optim.update import step_memory_bytes
+from devices import needs_cuda
 from nets import random_net
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU (none on this machine)")
 
 
 @pytest.fixture
