@@ -151,6 +151,13 @@ VARIANTS = {
         "mixture-wide-reparam3", "digits-mlp-tanh-1000",
         dict(_AVERAGED, net=dict(ADAPTIVE_NET, tensor_feature=True,
                                  tensor_statistic="gradient_change"))),
+    # seventeenth round: the averaged recipe whose step is a fixed Adam(lr=0.01) step plus the
+    # learned one (nominal_step; Harrison et al. 2022): validation rows default loses are not
+    # lost on the step size (step_multiplier_probe.py), and on two of them tuned Adam's lr is
+    # the net's Adam start
+    "adaptive-wide-log-800-val1000-avg-nominal": ("mixture-wide", "digits-mlp-tanh-1000",
+                                                  dict(_AVERAGED, net=dict(ADAPTIVE_NET,
+                                                                           nominal_step=True))),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

@@ -145,6 +145,8 @@ def _architecture_section(bundle: "WeightsBundle") -> str:
             inputs += " and the fraction of the run done (t / total_steps)"
         step = ("additive" if config.update == "additive"
                 else f"direction x exp({config.magnitude_scale:g} * magnitude)")
+        if config.nominal_step:
+            step += " plus a fixed Adam step"
         rows.append(f"| `{route}` | {config.hidden_size} | {config.num_layers} | {inputs} | "
                     f"{step} | {config.output_scale:g} |")
     return ("## Architecture\n\n"

@@ -31,6 +31,9 @@ FEATURE_MODES = ("gradient", "adaptive")
 UPDATE_MODES = ("additive", "direction_magnitude")
 #: Decay rates of the momenta that ``features="adaptive"`` keeps per coordinate.
 MOMENTUM_DECAYS = (0.5, 0.9, 0.99)
+#: Column of the adaptive features that holds Adam's direction, the momentum with decay 0.9 over
+#: the root of the second moment (column 0 is the gradient over that root).
+ADAM_FEATURE = 1 + MOMENTUM_DECAYS.index(0.9)
 #: Decay rate of the second-moment estimate that normalises them.
 SECOND_MOMENT_DECAY = 0.999
 #: Adaptive features are clipped to [-FEATURE_CLIP, FEATURE_CLIP].
@@ -38,12 +41,16 @@ FEATURE_CLIP = 10.0
 # Fields added after format 1's first bundles; a config without them means the paper's net.
 _OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0,
                     "parameter_feature": False, "tensor_feature": False,
-                    "progress_feature": False, "tensor_statistic": "signal_to_noise"}
+                    "progress_feature": False, "tensor_statistic": "signal_to_noise",
+                    "nominal_step": False}
 # The optional fields grouped by the change that added them, oldest first. A fingerprint leaves
 # out each group whose fields all hold their defaults (see LSTMOptimizerConfig.identity_dict),
 # so that adding an option does not change the fingerprint of weights that do not use it.
 _OPTIONAL_FIELD_GROUPS = (("features", "update", "magnitude_scale"), ("parameter_feature",),
-                          ("tensor_feature",), ("progress_feature",), ("tensor_statistic",))
+                          ("tensor_feature",), ("progress_feature",), ("tensor_statistic",),
+                          ("nominal_step",))
+# Versions before identity_dict hashed every field they knew: they knew this many groups.
+_GROUPS_KNOWN_BEFORE_IDENTITY = 5
 #: Column of the accumulator row that holds the tensor feature (after the 8 accumulators).
 TENSOR_FEATURE_COLUMN = 2 * (len(MOMENTUM_DECAYS) + 1)
 #: What the tensor feature (``tensor_feature=True``) measures: see
@@ -99,6 +106,11 @@ class LSTMOptimizerConfig:
     # in noise; see learned_optim.update.tensor_gradient_change; issue 10). The latter keeps
     # each coordinate's last two gradients in its state.
     tensor_statistic: str = "signal_to_noise"
+    # With update="direction_magnitude": a fixed Adam step added to the learned one,
+    # output_scale * (d * exp(magnitude_scale * s) - m_0.9 / sqrt(v)), so the net learns a
+    # departure from Adam(lr=output_scale) that starts at zero instead of the whole step (the
+    # "nominal term" of Harrison, Metz and Sohl-Dickstein 2022; issue 10).
+    nominal_step: bool = False
 
     @property
     def input_size(self) -> int:
@@ -179,6 +191,11 @@ class LSTMOptimizerConfig:
         _check(self.tensor_feature or self.tensor_statistic == "signal_to_noise",
                "tensor_statistic", self.tensor_statistic, "'signal_to_noise' unless "
                "tensor_feature=True (it says what the tensor feature measures)")
+        _check(isinstance(self.nominal_step, bool), "nominal_step", self.nominal_step,
+               "true or false")
+        _check(not self.nominal_step or self.update == "direction_magnitude", "nominal_step",
+               self.nominal_step, "false unless update='direction_magnitude' (the nominal Adam "
+               "step is read from the adaptive features that head reads)")
         accumulators = self.gradient_column + 2 * int(self.keeps_gradients)
         _check(self.features != "adaptive" or self.hidden_size >= accumulators, "hidden_size",
                self.hidden_size, f"at least {accumulators} with features='adaptive'"
@@ -226,7 +243,7 @@ class LSTMOptimizerConfig:
         their weights."""
         data = self.to_dict()
         earlier: list[dict[str, Any]] = []
-        for count in range(1, len(_OPTIONAL_FIELD_GROUPS) + 1):
+        for count in range(1, _GROUPS_KNOWN_BEFORE_IDENTITY + 1):
             known = {name for group in _OPTIONAL_FIELD_GROUPS[:count] for name in group}
             fields = {name: value for name, value in data.items()
                       if name not in _OPTIONAL_FIELDS or name in known}
@@ -316,7 +333,8 @@ class LSTMOptimizerNet(nn.Module):
             text = "features='adaptive'" + (", parameter_feature=True"
                                             if cfg.parameter_feature else "") + (
                 ", tensor_feature=True" if cfg.tensor_feature else "") + (
-                ", progress_feature=True" if cfg.progress_feature else "")
+                ", progress_feature=True" if cfg.progress_feature else "") + (
+                ", nominal_step=True" if cfg.nominal_step else "")
         else:
             text = f"preprocessing={cfg.preprocessing!r}, p={cfg.p}"
         text += f", update={cfg.update!r}, output_scale={cfg.output_scale}"
@@ -335,10 +353,12 @@ def _start_like_adam(head: nn.Linear, config: LSTMOptimizerConfig) -> None:
     magnitude output starts at zero, so the first steps are
     :math:`-\text{output\_scale} \cdot \hat m / \sqrt{\hat v}`, and meta-training learns the
     departures from it (Metz et al. 2020 start learned optimizers near a hand-designed one too).
+    With ``nominal_step`` that Adam step is added outside the head, whose direction then
+    starts at the small weights on ``h`` alone: the same first steps.
     """
     hidden = config.hidden_size
     head.weight[:, :hidden].mul_(0.1)
     head.weight[:, hidden:].zero_()
     head.bias.zero_()
-    if config.features == "adaptive":
-        head.weight[0, hidden + 1 + MOMENTUM_DECAYS.index(0.9)] = -1.0
+    if config.features == "adaptive" and not config.nominal_step:
+        head.weight[0, hidden + ADAM_FEATURE] = -1.0

@@ -44,7 +44,7 @@ from typing import Iterator, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from .network import (FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY, TENSOR_FEATURE_COLUMN,
+from .network import (ADAM_FEATURE, FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY, TENSOR_FEATURE_COLUMN,
                       LSTMOptimizerConfig, LSTMOptimizerNet)
 
 __all__ = [
@@ -210,10 +210,11 @@ _PREPROCESS_FLOATS_PER_ROW = 24
 
 
 def _head_temporaries(config: LSTMOptimizerConfig) -> int:
-    """Floats per row that a direction-magnitude head allocates: [h; x], (d, s), exp(s), g."""
+    """Floats per row that a direction-magnitude head allocates: [h; x], (d, s), exp(s), g
+    (and one more for the nominal Adam step)."""
     if config.update != "direction_magnitude":
         return 0
-    return config.head_inputs + 2 + 2
+    return config.head_inputs + 2 + 2 + int(config.nominal_step)
 
 
 def _aligned(rows: int) -> int:
@@ -495,7 +496,13 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeight
         g = \text{output\_scale} \cdot d \cdot \exp(\min(\text{magnitude\_scale} \cdot s, 80))
 
     (Metz et al. 2020, "Tasks, stability, architecture, and compute", parameterise the step the
-    same way, with small output scales, for stable meta-training).
+    same way, with small output scales, for stable meta-training). With ``nominal_step`` a
+    fixed Adam step is added (Harrison, Metz and Sohl-Dickstein 2022, "A closer look at learned
+    optimization"), so the net learns only a departure from Adam(lr=output_scale):
+
+    .. math::
+        g = \text{output\_scale} \cdot \big(d \cdot \exp(\min(\text{magnitude\_scale}
+        \cdot s, 80)) - \hat m_{0.9} / \sqrt{\hat v}\big)
 
     The step is bounded whatever the gradient and the state: every unit of the last layer has
     :math:`|h'| = |\sigma(o)\tanh(c')| \le 1` (and adaptive features are clipped to
@@ -634,7 +641,8 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
 
 
 def _direction_magnitude(head_input: torch.Tensor, weights: FusedLSTMWeights) -> torch.Tensor:
-    """output_scale * d * exp(min(magnitude_scale * s, 80)) with (d, s) = W [h; x] + b."""
+    """output_scale * d * exp(min(magnitude_scale * s, 80)) with (d, s) = W [h; x] + b, minus
+    output_scale * Adam's direction with ``nominal_step``."""
     config = weights.config
     # one matrix-vector product per output: a (K, 2) product rounds differently with the
     # number of rows on CPU, and blocks of any size must give the same bits
@@ -642,6 +650,9 @@ def _direction_magnitude(head_input: torch.Tensor, weights: FusedLSTMWeights) ->
                                         weights.head_weight[k:k + 1].t()).squeeze(1)
                             for k in range(2))
     size = torch.exp(torch.clamp(magnitude * config.magnitude_scale, max=_EXP_CAP))
+    if config.nominal_step:  # minus Adam's direction, the feature column ADAM_FEATURE of x
+        adam = head_input[:, config.hidden_size + ADAM_FEATURE]
+        return (direction * size - adam) * config.output_scale
     return direction * size * config.output_scale
 
 
@@ -680,7 +691,8 @@ def update_bound(net: LSTMOptimizerNet) -> float:
         |g| \le \text{output\_scale} \cdot D \cdot e^{\min(\text{magnitude\_scale} \cdot S, 80)}
 
     where :math:`D` and :math:`S` are :math:`\lVert w_h \rVert_1 + C \lVert w_x \rVert_1 + |b|`
-    of the direction and the magnitude rows of the head.
+    of the direction and the magnitude rows of the head; ``nominal_step`` adds
+    :math:`\text{output\_scale} \cdot C` (Adam's direction, a clipped feature).
     """
     config = net.config
     weight = net.head.weight.detach().double()
@@ -690,8 +702,9 @@ def update_bound(net: LSTMOptimizerNet) -> float:
     hidden = config.hidden_size
     rows = [float(weight[k, :hidden].abs().sum() + FEATURE_CLIP * weight[k, hidden:].abs().sum()
                   + bias[k].abs()) for k in range(2)]
-    return config.output_scale * rows[0] * math.exp(min(config.magnitude_scale * rows[1],
-                                                        _EXP_CAP))
+    nominal = FEATURE_CLIP if config.nominal_step else 0.0
+    return config.output_scale * (rows[0] * math.exp(min(config.magnitude_scale * rows[1],
+                                                         _EXP_CAP)) + nominal)
 
 
 def iter_chunks(sizes: Sequence[int], chunk_size: int) -> Iterator[list[tuple[int, int, int]]]:

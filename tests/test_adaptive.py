@@ -17,8 +17,9 @@ from learned_optim.update import (StepWorkspace, lstm_step_, run_progress, step_
 from test_update import mixed_gradients
 
 ADAPTIVE = dict(features="adaptive", update="direction_magnitude", output_scale=0.01)
+NOMINAL = dict(ADAPTIVE, nominal_step=True)
 CONFIGS = [ADAPTIVE, dict(features="adaptive"),
-           dict(ADAPTIVE, magnitude_scale=3.0, hidden_size=8, num_layers=1)]
+           dict(ADAPTIVE, magnitude_scale=3.0, hidden_size=8, num_layers=1), NOMINAL]
 
 
 def net_of(seed=0, **config):
@@ -76,13 +77,16 @@ def reference_adaptive(net, grads):
                 inp = h
             z = torch.cat([inp[0], torch.tensor(x, dtype=torch.float64)])
             d, s = (net.head.weight @ z + net.head.bias).tolist()
-            step.append(cfg.output_scale * d * math.exp(min(cfg.magnitude_scale * s, 80.0)))
+            nominal = x[2] if cfg.nominal_step else 0.0  # Adam's m_0.9 / sqrt(v)
+            step.append(cfg.output_scale * (d * math.exp(min(cfg.magnitude_scale * s, 80.0))
+                                            - nominal))
         out.append(torch.tensor(step, dtype=torch.float64))
     return out
 
 
-def test_matches_the_per_coordinate_reference():
-    net = net_of(3, **ADAPTIVE).double()
+@pytest.mark.parametrize("config", [ADAPTIVE, NOMINAL], ids=["learned-step", "nominal-step"])
+def test_matches_the_per_coordinate_reference(config):
+    net = net_of(3, **config).double()
     grads = [mixed_gradients(23, torch.float64, seed=s) for s in range(4)]
     for got, want in zip(run_steps(net, grads)[0], reference_adaptive(net, grads)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-15)
@@ -104,6 +108,39 @@ def test_untrained_net_with_a_silent_lstm_steps_exactly_like_adam():
             p.grad = grad.clone()
             opt.step()
     torch.testing.assert_close(learned.detach(), adam.detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_nominal_step_with_a_silent_head_is_exactly_adam():
+    # nominal_step adds -output_scale * m_0.9/sqrt(v) outside the head: with every head weight
+    # and bias zeroed (d = 0) the learned part vanishes and the rule is Adam(lr=output_scale,
+    # eps=1e-12) whatever the LSTM does; torch.optim.Adam is the reference.
+    net = net_of(7, **NOMINAL).double()
+    with torch.no_grad():
+        net.head.weight[0] = 0.0
+        net.head.bias[0] = 0.0
+    learned = torch.nn.Parameter(torch.randn(50, dtype=torch.float64))
+    adam = torch.nn.Parameter(learned.detach().clone())
+    ours = LearnedLSTMOptim([learned], weights=net)
+    theirs = torch.optim.Adam([adam], lr=0.01, betas=(0.9, 0.999), eps=1e-12)
+    for step in range(6):
+        grad = mixed_gradients(50, torch.float64, seed=step) + 0.01
+        for p, opt in ((learned, ours), (adam, theirs)):
+            p.grad = grad.clone()
+            opt.step()
+    torch.testing.assert_close(learned.detach(), adam.detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_nominal_step_net_starts_with_the_learned_direction_off_the_adam_feature():
+    # The Adam step is already outside the head, so the head's direction row must not add a
+    # second one: its weight on the Adam feature starts at 0 (at -1 without nominal_step).
+    hidden = LSTMOptimizerConfig(**ADAPTIVE).hidden_size
+    column = hidden + 1 + MOMENTUM_DECAYS.index(0.9)
+    plain = LSTMOptimizerNet(LSTMOptimizerConfig(**ADAPTIVE), seed=0)
+    nominal = LSTMOptimizerNet(LSTMOptimizerConfig(**NOMINAL), seed=0)
+    assert float(plain.head.weight[0, column]) == -1.0
+    assert float(nominal.head.weight[0, column]) == 0.0
+    torch.testing.assert_close(nominal.head.weight[:, :hidden], plain.head.weight[:, :hidden])
+    assert "nominal_step=True" in repr(nominal) and "nominal_step" not in repr(plain)
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -157,7 +194,7 @@ def test_in_place_step_is_bit_identical(config, dtype, rows):
     assert workspace.nbytes <= step_memory_bytes(64, net.config, dtype)
 
 
-@pytest.mark.parametrize("config", [ADAPTIVE, CONFIGS[2]])
+@pytest.mark.parametrize("config", [ADAPTIVE, CONFIGS[2], NOMINAL])
 def test_update_bound_holds_for_any_gradient_and_state(config):
     net = net_of(5, **config).double()
     bound = update_bound(net)
@@ -203,6 +240,9 @@ def test_old_configs_without_the_new_fields_still_load():
     (dict(features="adaptive", hidden_size=6), "hidden_size=6.*at least 8"),
     (dict(update="direction_magnitude"), "update='direction_magnitude'.*unless "
                                          "features='adaptive'"),
+    (dict(features="adaptive", nominal_step=True), "nominal_step=True.*unless "
+                                                    "update='direction_magnitude'"),
+    (dict(ADAPTIVE, nominal_step=1), "nominal_step=1.*true or false"),
 ])
 def test_bad_new_fields_are_refused(fields, message):
     with pytest.raises(ConfigError, match=message):
@@ -737,3 +777,11 @@ def test_model_card_names_the_tensor_statistic():
     assert "signal-to-noise" in cards["snr"] and "gradient change" not in cards["snr"]
     assert "log relative gradient change" in cards["change"]
     assert "signal-to-noise" not in cards["change"]
+
+
+def test_model_card_says_a_nominal_step_net_adds_a_fixed_adam_step():
+    from learned_optim.model_card import model_card_text
+    cards = {name: model_card_text(WeightsBundle({"fc": net_of(0, **config)}, name=name))
+             for name, config in [("plain", ADAPTIVE), ("nominal", NOMINAL)]}
+    assert "plus a fixed Adam step" in cards["nominal"]
+    assert "Adam step" not in cards["plain"]

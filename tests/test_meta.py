@@ -154,6 +154,29 @@ def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_fifth_input(
         optimizer.step()
 
 
+def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_nominal_adam_step():
+    """nominal_step: the MetaTrainer's unroll adds the same fixed Adam step as the optimizer,
+    and the meta-gradient still reaches the head's direction and magnitude rows."""
+    net_config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
+                                     output_scale=0.01, nominal_step=True)
+    trainer = MetaTrainer(short_quadratics(), tiny_config(net=net_config.to_dict()))
+    task = short_quadratics().sample(3)
+    meta_loss, _ = trainer.meta_loss(task, start(task, trainer.nets), 5)
+    meta_loss.backward()
+    head = trainer.nets["fc"].head
+    assert head.weight.grad[0].abs().sum() > 0 and head.weight.grad[1].abs().sum() > 0
+    losses = evaluate(task, trainer.nets, 5)
+    model = task.model
+    optimizer = LearnedLSTMOptim(model.parameters(), weights=trainer.nets["fc"])
+    for step in range(5):
+        optimizer.zero_grad()
+        loss = task.loss(dict(model.named_parameters()), step)
+        assert math.isclose(float(loss.detach()), losses[step], rel_tol=1e-5), step
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] < losses[0]
+
+
 class _Interrupt(Exception):
     pass
 
