@@ -18,6 +18,9 @@ at the lr the validation suite tuned (read from ``docs/evidence/validation/run36
     python benchmarks/hypergradient_probe.py 0 0.01 --out /tmp/hd/a.json
     python benchmarks/hypergradient_probe.py 0.003 0.03 --out /tmp/hd/b.json
 
+``--weights DIR`` probes another bundle instead of ``default`` (the seventeenth round's
+``nominal_step`` net, for one).
+
 Prints, per validation row, each β's verdict against tuned Adam and its mean final loss over
 tuned Adam's, then per β the clipped geometric mean and wins / ties / losses (the figures of
 ``summarize_validation.py``).
@@ -85,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("betas", type=float, nargs="+", help="hypergradient rates (0: default)")
     parser.add_argument("--out", required=True, help="JSON file for every seed's losses")
+    parser.add_argument("--weights", default="default", help="bundled name or bundle folder")
     args = parser.parse_args()
     out, betas = args.out, args.betas
     torch.set_num_threads(1)
@@ -99,7 +103,7 @@ def main() -> None:
                           (adam_lrs[row.name],))[0]
         res = {"adam_final": final_loss(adam).tolist(), "adam_mean": mean_loss(adam).tolist()}
         for beta in betas:
-            spec = HDSpec(f"hd{beta}", "learned", "default")
+            spec = HDSpec(f"hd{beta}", "learned", args.weights)
             spec.beta = beta
             c = run_losses(fam, protocol.test_seeds, row.horizon, spec, (1.0,))[0]
             f = final_loss(c).tolist()
