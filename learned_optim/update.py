@@ -44,8 +44,8 @@ from typing import Iterator, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from .network import (ADAM_FEATURE, FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY, TENSOR_FEATURE_COLUMN,
-                      LSTMOptimizerConfig, LSTMOptimizerNet)
+from .network import (ADAM_FEATURE, FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY,
+                      TENSOR_FEATURE_COLUMN, LSTMOptimizerConfig, LSTMOptimizerNet)
 
 __all__ = [
     "ROW_ALIGN",
