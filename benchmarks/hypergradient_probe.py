@@ -37,7 +37,7 @@ from learned_optim.evaluation import select_rows
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, mean_loss, run_losses
 from learned_optim.evaluation.stats import paired_difference, verdict
 from learned_optim.evaluation.suites import protocol_for
-from summarize_validation import clipped_geometric_mean
+from summarize_validation import clipped_geometric_mean, tuned_adam_lrs
 
 TUNED = Path(__file__).resolve().parents[1] / "docs/evidence/validation/run36/results.json"
 
@@ -93,8 +93,7 @@ def main() -> None:
     out, betas = args.out, args.betas
     torch.set_num_threads(1)
     protocol = protocol_for("validation", False)
-    adam_lrs = {r["row"]: next(o["lr"] for o in r["optimizers"] if o["label"] == "Adam (tuned)")
-                for r in json.load(open(TUNED))["rows"]}
+    adam_lrs = tuned_adam_lrs(TUNED)
     results = {}
     for row in select_rows("validation"):
         fam = row.family()

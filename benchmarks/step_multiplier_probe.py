@@ -27,7 +27,7 @@ from learned_optim.evaluation import select_rows
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, run_losses
 from learned_optim.evaluation.stats import paired_difference, verdict
 from learned_optim.evaluation.suites import protocol_for
-from summarize_validation import clipped_geometric_mean
+from summarize_validation import clipped_geometric_mean, tuned_adam_lrs
 
 TUNED = Path(__file__).resolve().parents[1] / "docs/evidence/validation/run36/results.json"
 MULTIPLIERS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -41,8 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     protocol = protocol_for("validation", False)
-    adam_lrs = {r["row"]: next(o["lr"] for o in r["optimizers"] if o["label"] == "Adam (tuned)")
-                for r in json.load(open(TUNED))["rows"]}
+    adam_lrs = tuned_adam_lrs(TUNED)
     spec = OptimizerSpec("learned", "learned", args.weights)
     results = {}
     for row in select_rows("validation"):

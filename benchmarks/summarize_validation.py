@@ -35,6 +35,13 @@ def clipped_geometric_mean(ratios: list[float], clip: float = CLIP) -> float:
     return math.exp(sum(logs) / len(logs))
 
 
+def tuned_adam_lrs(path: str) -> dict[str, float]:
+    """The lr tuned Adam used on each row of the evaluation ``results.json`` at ``path``."""
+    rows = json.load(open(path))["rows"]
+    return {row["row"]: next(o["lr"] for o in row["optimizers"] if o["label"] == TUNED_ADAM)
+            for row in rows}
+
+
 def summarize(paths: list[str]) -> list[str]:
     ratios: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
     verdicts: dict[str, dict[str, str]] = defaultdict(dict)

@@ -10,7 +10,8 @@ import torch
 from learned_optim import (LearnedLSTMOptim, LSTMOptimizerConfig, LSTMOptimizerNet, WeightsBundle,
                            fuse_weights, lstm_step, lstm_update)
 from learned_optim.errors import ConfigError
-from learned_optim.network import FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY
+from learned_optim.network import (ADAM_FEATURE, FEATURE_CLIP, MOMENTUM_DECAYS,
+                                   SECOND_MOMENT_DECAY)
 from learned_optim.update import (StepWorkspace, lstm_step_, run_progress, step_memory_bytes,
                                   tensor_statistic, update_bound, with_progress,
                                   write_progress_)
@@ -92,12 +93,9 @@ def test_matches_the_per_coordinate_reference(config):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-15)
 
 
-def test_untrained_net_with_a_silent_lstm_steps_exactly_like_adam():
-    # The head starts at d = -m_0.9/sqrt(v), s = 0; with its weights on h zeroed, the rule is
-    # Adam(lr=output_scale, betas=(0.9, 0.999), eps=1e-12). torch.optim.Adam is the reference.
-    net = LSTMOptimizerNet(LSTMOptimizerConfig(**ADAPTIVE), seed=0).double()
-    with torch.no_grad():
-        net.head.weight[:, :net.config.hidden_size] = 0.0
+def assert_steps_like_adam(net):
+    """Six steps of ``net`` (float64) on 50 coordinates end where
+    torch.optim.Adam(lr=0.01, eps=1e-12) ends from the same start and gradients."""
     learned = torch.nn.Parameter(torch.randn(50, dtype=torch.float64))
     adam = torch.nn.Parameter(learned.detach().clone())
     ours = LearnedLSTMOptim([learned], weights=net)
@@ -108,6 +106,15 @@ def test_untrained_net_with_a_silent_lstm_steps_exactly_like_adam():
             p.grad = grad.clone()
             opt.step()
     torch.testing.assert_close(learned.detach(), adam.detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_untrained_net_with_a_silent_lstm_steps_exactly_like_adam():
+    # The head starts at d = -m_0.9/sqrt(v), s = 0; with its weights on h zeroed, the rule is
+    # Adam(lr=output_scale, betas=(0.9, 0.999), eps=1e-12). torch.optim.Adam is the reference.
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(**ADAPTIVE), seed=0).double()
+    with torch.no_grad():
+        net.head.weight[:, :net.config.hidden_size] = 0.0
+    assert_steps_like_adam(net)
 
 
 def test_nominal_step_with_a_silent_head_is_exactly_adam():
@@ -118,23 +125,14 @@ def test_nominal_step_with_a_silent_head_is_exactly_adam():
     with torch.no_grad():
         net.head.weight[0] = 0.0
         net.head.bias[0] = 0.0
-    learned = torch.nn.Parameter(torch.randn(50, dtype=torch.float64))
-    adam = torch.nn.Parameter(learned.detach().clone())
-    ours = LearnedLSTMOptim([learned], weights=net)
-    theirs = torch.optim.Adam([adam], lr=0.01, betas=(0.9, 0.999), eps=1e-12)
-    for step in range(6):
-        grad = mixed_gradients(50, torch.float64, seed=step) + 0.01
-        for p, opt in ((learned, ours), (adam, theirs)):
-            p.grad = grad.clone()
-            opt.step()
-    torch.testing.assert_close(learned.detach(), adam.detach(), rtol=1e-9, atol=1e-12)
+    assert_steps_like_adam(net)
 
 
 def test_nominal_step_net_starts_with_the_learned_direction_off_the_adam_feature():
     # The Adam step is already outside the head, so the head's direction row must not add a
     # second one: its weight on the Adam feature starts at 0 (at -1 without nominal_step).
     hidden = LSTMOptimizerConfig(**ADAPTIVE).hidden_size
-    column = hidden + 1 + MOMENTUM_DECAYS.index(0.9)
+    column = hidden + ADAM_FEATURE
     plain = LSTMOptimizerNet(LSTMOptimizerConfig(**ADAPTIVE), seed=0)
     nominal = LSTMOptimizerNet(LSTMOptimizerConfig(**NOMINAL), seed=0)
     assert float(plain.head.weight[0, column]) == -1.0

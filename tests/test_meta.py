@@ -123,6 +123,21 @@ def test_saved_bundle_gives_the_same_updates_as_the_in_memory_net(tmp_path):
     assert loaded.provenance["seed"] == 0 and loaded.provenance["command"]
 
 
+def assert_optimizer_follows_the_unroll(task, nets, steps=5, total_steps=None):
+    """LearnedLSTMOptim with ``nets["fc"]`` on ``task``'s model sees the losses the
+    MetaTrainer's unroll (``evaluate``) records, step by step; returns those losses."""
+    losses = evaluate(task, nets, steps)
+    model = task.model
+    optimizer = LearnedLSTMOptim(model.parameters(), weights=nets["fc"], total_steps=total_steps)
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = task.loss(dict(model.named_parameters()), step)
+        assert math.isclose(float(loss.detach()), losses[step], rel_tol=1e-5), step
+        loss.backward()
+        optimizer.step()
+    return losses
+
+
 @pytest.mark.parametrize("option", [
     {"parameter_feature": True}, {"tensor_feature": True},
     {"tensor_feature": True, "tensor_statistic": "gradient_change"}, {"progress_feature": True}],
@@ -143,15 +158,7 @@ def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_fifth_input(
     net = trainer.nets["fc"]
     assert net.cells[0].weight_ih.grad[:, 4].abs().sum() > 0
     assert net.head.weight.grad[:, -1].abs().sum() > 0
-    losses = evaluate(task, trainer.nets, 5)
-    model = task.model
-    optimizer = LearnedLSTMOptim(model.parameters(), weights=net, total_steps=5)
-    for step in range(5):
-        optimizer.zero_grad()
-        loss = task.loss(dict(model.named_parameters()), step)
-        assert math.isclose(float(loss.detach()), losses[step], rel_tol=1e-5), step
-        loss.backward()
-        optimizer.step()
+    assert_optimizer_follows_the_unroll(task, trainer.nets, total_steps=5)
 
 
 def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_nominal_adam_step():
@@ -165,15 +172,7 @@ def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_nominal_adam
     meta_loss.backward()
     head = trainer.nets["fc"].head
     assert head.weight.grad[0].abs().sum() > 0 and head.weight.grad[1].abs().sum() > 0
-    losses = evaluate(task, trainer.nets, 5)
-    model = task.model
-    optimizer = LearnedLSTMOptim(model.parameters(), weights=trainer.nets["fc"])
-    for step in range(5):
-        optimizer.zero_grad()
-        loss = task.loss(dict(model.named_parameters()), step)
-        assert math.isclose(float(loss.detach()), losses[step], rel_tol=1e-5), step
-        loss.backward()
-        optimizer.step()
+    losses = assert_optimizer_follows_the_unroll(task, trainer.nets)
     assert losses[-1] < losses[0]
 
 

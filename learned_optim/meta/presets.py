@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ..tasks import get_task_family
 from ..weights import WeightsBundle
 from .config import MetaTrainConfig
-from .trainer import MetaTrainer
+from .trainer import CHECKPOINT_FILE, MetaTrainer
 
 __all__ = ["Preset", "PRESETS", "run_preset", "preset_command", "keep_every_epoch"]
 
@@ -103,7 +103,7 @@ def run_preset(name: str, out: str | Path, *, seed: int = 0, progress: bool = Tr
                           command=preset_command(name, out) + (f" --seed {seed}" if seed else "")
                           + (f" --device {device}" if device else ""),
                           device=device)
-    if resume and checkpoint_dir and (Path(checkpoint_dir) / "checkpoint.safetensors").exists():
+    if resume and checkpoint_dir and (Path(checkpoint_dir) / CHECKPOINT_FILE).exists():
         trainer.load_checkpoint(checkpoint_dir)
     started = time.perf_counter()
     bundle = trainer.train(progress=progress, on_epoch_end=keep_every_epoch(keep_epochs))
