@@ -147,6 +147,9 @@ def _architecture_section(bundle: "WeightsBundle") -> str:
                 else f"direction x exp({config.magnitude_scale:g} * magnitude)")
         if config.nominal_step:
             step += " plus a fixed Adam step"
+        if config.scales_steps:
+            step += (f", times a per-tensor scale adapted by hypergradient descent "
+                     f"(rate {config.hypergradient_rate:g})")
         rows.append(f"| `{route}` | {config.hidden_size} | {config.num_layers} | {inputs} | "
                     f"{step} | {config.output_scale:g} |")
     return ("## Architecture\n\n"

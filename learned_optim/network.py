@@ -42,13 +42,13 @@ FEATURE_CLIP = 10.0
 _OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0,
                     "parameter_feature": False, "tensor_feature": False,
                     "progress_feature": False, "tensor_statistic": "signal_to_noise",
-                    "nominal_step": False}
+                    "nominal_step": False, "hypergradient_rate": 0.0}
 # The optional fields grouped by the change that added them, oldest first. A fingerprint leaves
 # out each group whose fields all hold their defaults (see LSTMOptimizerConfig.identity_dict),
 # so that adding an option does not change the fingerprint of weights that do not use it.
 _OPTIONAL_FIELD_GROUPS = (("features", "update", "magnitude_scale"), ("parameter_feature",),
                           ("tensor_feature",), ("progress_feature",), ("tensor_statistic",),
-                          ("nominal_step",))
+                          ("nominal_step",), ("hypergradient_rate",))
 # Versions before identity_dict hashed every field they knew: they knew this many groups.
 _GROUPS_KNOWN_BEFORE_IDENTITY = 5
 #: Column of the accumulator row that holds the tensor feature (after the 8 accumulators).
@@ -57,6 +57,9 @@ TENSOR_FEATURE_COLUMN = 2 * (len(MOMENTUM_DECAYS) + 1)
 #: :func:`learned_optim.update.tensor_signal_to_noise` and
 #: :func:`learned_optim.update.tensor_gradient_change`.
 TENSOR_STATISTICS = ("signal_to_noise", "gradient_change")
+#: The per-tensor log step scale of ``hypergradient_rate > 0`` stays in
+#: [-STEP_SCALE_BOUND, STEP_SCALE_BOUND]: the step is scaled by a factor in [1/100, 100].
+STEP_SCALE_BOUND = math.log(100.0)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,12 @@ class LSTMOptimizerConfig:
     # departure from Adam(lr=output_scale) that starts at zero instead of the whole step (the
     # "nominal term" of Harrison, Metz and Sohl-Dickstein 2022; issue 10).
     nominal_step: bool = False
+    # With features="adaptive": the rate beta of a step size kept per tensor and adapted online
+    # by hypergradient descent (Baydin et al. 2018): every step is multiplied by exp(l), and
+    # l <- clip(l - beta * cos(grad_t, step_{t-1}), +-ln 100) before each step, so the scale
+    # grows while successive steps keep going downhill and shrinks when they overshoot
+    # (see learned_optim.update.tensor_step_scale; issue 10). 0: off, the step is the net's.
+    hypergradient_rate: float = 0.0
 
     @property
     def input_size(self) -> int:
@@ -196,12 +205,20 @@ class LSTMOptimizerConfig:
         _check(not self.nominal_step or self.update == "direction_magnitude", "nominal_step",
                self.nominal_step, "false unless update='direction_magnitude' (the nominal Adam "
                "step is read from the adaptive features that head reads)")
-        accumulators = self.gradient_column + 2 * int(self.keeps_gradients)
+        _check(_is_real(self.hypergradient_rate) and math.isfinite(self.hypergradient_rate)
+               and 0.0 <= self.hypergradient_rate <= 1.0, "hypergradient_rate",
+               self.hypergradient_rate, "a number in [0, 1] (0: no per-tensor step scale)")
+        _check(self.hypergradient_rate == 0.0 or self.features == "adaptive",
+               "hypergradient_rate", self.hypergradient_rate, "0 unless features='adaptive' (the "
+               "step scale and the previous step are kept beside the adaptive features' running "
+               "averages)")
+        accumulators = self.step_scale_column + 2 * int(self.scales_steps)
         _check(self.features != "adaptive" or self.hidden_size >= accumulators, "hidden_size",
                self.hidden_size, f"at least {accumulators} with features='adaptive'"
                + (" and tensor_feature=True" if self.tensor_feature else "")
                + (" and progress_feature=True" if self.progress_feature else "")
                + (" and tensor_statistic='gradient_change'" if self.keeps_gradients else "")
+               + (" and hypergradient_rate > 0" if self.scales_steps else "")
                + " (its accumulators share one state row)")
 
     @property
@@ -220,6 +237,24 @@ class LSTMOptimizerConfig:
         """First of the two accumulator-row columns that hold the latest and the previous
         gradient (:attr:`keeps_gradients`)."""
         return self.progress_column + int(self.progress_feature)
+
+    @property
+    def scales_steps(self) -> bool:
+        """Whether each tensor's steps are scaled by a hypergradient-adapted factor
+        (``hypergradient_rate > 0``)."""
+        return self.hypergradient_rate > 0.0
+
+    @property
+    def step_scale_column(self) -> int:
+        """Column of the accumulator row that holds the tensor's log step scale
+        (:attr:`scales_steps`); the next column holds the coordinate's previous step."""
+        return self.gradient_column + 2 * int(self.keeps_gradients)
+
+    @property
+    def per_tensor(self) -> bool:
+        """Whether a coordinate's step depends on the other coordinates of its tensor (a tensor
+        feature or a per-tensor step scale): runs must not be stacked into one tensor."""
+        return self.tensor_feature or self.scales_steps
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields."""
@@ -334,7 +369,8 @@ class LSTMOptimizerNet(nn.Module):
                                             if cfg.parameter_feature else "") + (
                 ", tensor_feature=True" if cfg.tensor_feature else "") + (
                 ", progress_feature=True" if cfg.progress_feature else "") + (
-                ", nominal_step=True" if cfg.nominal_step else "")
+                ", nominal_step=True" if cfg.nominal_step else "") + (
+                f", hypergradient_rate={cfg.hypergradient_rate}" if cfg.scales_steps else "")
         else:
             text = f"preprocessing={cfg.preprocessing!r}, p={cfg.p}"
         text += f", update={cfg.update!r}, output_scale={cfg.output_scale}"

@@ -14,7 +14,8 @@ from .errors import StateDictError, WeightsFormatError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
 from .sharding import is_sharded, local_hidden, local_tensor, saved_hidden_problem, sharded_hidden
 from .update import (ROW_ALIGN, StepWorkspace, fuse_weights, iter_chunks, lstm_step_,
-                     run_progress, update_bound, write_progress_, write_tensor_feature_)
+                     run_progress, update_bound, write_progress_, write_step_scale_,
+                     write_tensor_feature_)
 from .weights import WeightsBundle, resolve_weights
 
 __all__ = ["LearnedLSTMOptim"]
@@ -292,6 +293,9 @@ class LearnedLSTMOptim(Optimizer):
                 targets.append(buffer)
                 deferred.append((real, buffer))
         torch._foreach_add_(steps, 1.0)
+        if weights.config.scales_steps:  # one scale per tensor (per shard under FSDP2)
+            for grad, state in zip(grads, hidden):
+                write_step_scale_(state, grad, weights.config, maximize=group["maximize"])
         _run_blocks(grads, hidden, targets, weights, compute_dtype, group["chunk_size"],
                     group["lr"], group["maximize"], values)
         if weights.config.tensor_feature:  # one number per tensor (per shard under FSDP2)

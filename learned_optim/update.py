@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from .network import (ADAM_FEATURE, FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY,
-                      TENSOR_FEATURE_COLUMN, LSTMOptimizerConfig, LSTMOptimizerNet)
+                      STEP_SCALE_BOUND, TENSOR_FEATURE_COLUMN, LSTMOptimizerConfig,
+                      LSTMOptimizerNet)
 
 __all__ = [
     "ROW_ALIGN",
@@ -60,6 +61,9 @@ __all__ = [
     "tensor_statistic",
     "with_tensor_feature",
     "write_tensor_feature_",
+    "tensor_step_scale",
+    "with_step_scale",
+    "write_step_scale_",
     "run_progress",
     "with_progress",
     "write_progress_",
@@ -211,10 +215,12 @@ _PREPROCESS_FLOATS_PER_ROW = 24
 
 def _head_temporaries(config: LSTMOptimizerConfig) -> int:
     """Floats per row that a direction-magnitude head allocates: [h; x], (d, s), exp(s), g
-    (and one more for the nominal Adam step)."""
+    (and one more for the nominal Adam step), and the per-tensor step scale's exp(l) and
+    scaled step."""
+    scale = 2 * int(config.scales_steps)
     if config.update != "direction_magnitude":
-        return 0
-    return config.head_inputs + 2 + 2 + int(config.nominal_step)
+        return scale
+    return config.head_inputs + 2 + 2 + int(config.nominal_step) + scale
 
 
 def _aligned(rows: int) -> int:
@@ -422,6 +428,71 @@ def write_tensor_feature_(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> 
     hidden[:, 2 * config.num_layers, TENSOR_FEATURE_COLUMN] = value.to(hidden.dtype)
 
 
+def tensor_step_scale(hidden: torch.Tensor, grad: torch.Tensor, config: LSTMOptimizerConfig,
+                      *, maximize: bool = False) -> torch.Tensor:
+    r"""The tensor's log step scale for this step (``hypergradient_rate > 0``), a 0-d tensor.
+
+    From the log scale :math:`\ell_{t-1}` and each coordinate's previous step
+    :math:`g_{t-1}` (before scaling) kept in the tensor's state ``hidden``, and this step's
+    gradient :math:`\nabla_t` over the tensor's coordinates (``grad``, shape ``(n,)``):
+
+    .. math::
+        \ell_t = \operatorname{clip}\Big(\ell_{t-1} - \beta
+            \frac{\langle \nabla_t, g_{t-1} \rangle}
+                  {\lVert \nabla_t \rVert \lVert g_{t-1} \rVert},\ \pm \ln 100\Big),
+        \qquad \ell_0 = 0,
+
+    and the step :math:`g_t` of every coordinate of the tensor is multiplied by
+    :math:`e^{\ell_t}`. This is the multiplicative hypergradient descent of Baydin et al.
+    (2018), "Online learning rate adaptation with hypergradient descent", on a per-tensor log
+    step size: the derivative of the loss after the previous step with respect to its log
+    scale is :math:`\langle \nabla_t, e^{\ell} g_{t-1} \rangle`, normalised here to a cosine
+    so that the rule is scale-free. The scale grows while successive steps keep going downhill
+    (:math:`\cos < 0`) and shrinks when they overshoot. Wichrowska et al. (2017) and VeLO
+    (Metz et al. 2022) likewise give learned optimizers a per-tensor step size.
+
+    Computed in float32 (float64 for a float64 state), detached: like the gradient it is a
+    constant for meta-training. The cosine is 0 (the scale is kept) for a fresh state, a zero
+    gradient or an empty tensor; non-finite entries read as 0. ``maximize``: the gradient is
+    that of a loss to maximise, and the net steps along its negation.
+    """
+    column, dtype = config.step_scale_column, torch.float64 if hidden.dtype == torch.float64 \
+        else torch.float32
+    if hidden.shape[0] == 0:
+        return torch.zeros((), dtype=dtype, device=hidden.device)
+    row = hidden.detach()[:, 2 * config.num_layers]
+    log_scale = torch.nan_to_num(row[0, column].to(dtype), nan=0.0)
+    vectors = torch.stack([grad.detach().to(dtype), row[:, column + 1].to(dtype)])
+    vectors = torch.nan_to_num(vectors, nan=0.0, posinf=0.0, neginf=0.0)
+    # each divided by its largest entry first, so that the norms cannot overflow
+    vectors = vectors / vectors.abs().amax(dim=1, keepdim=True).clamp_min(
+        torch.finfo(dtype).tiny)
+    norms = torch.linalg.vector_norm(vectors, dim=1)
+    cosine = torch.dot(vectors[0], vectors[1]) / (norms[0] * norms[1]).clamp_min(
+        torch.finfo(dtype).tiny)
+    if maximize:
+        cosine = -cosine
+    return torch.clamp(log_scale - config.hypergradient_rate * cosine, -STEP_SCALE_BOUND,
+                       STEP_SCALE_BOUND)
+
+
+def with_step_scale(hidden: torch.Tensor, grad: torch.Tensor,
+                    config: LSTMOptimizerConfig) -> torch.Tensor:
+    """``hidden`` (one tensor's state) with :func:`tensor_step_scale` for the gradient ``grad``
+    written into column ``config.step_scale_column`` of every coordinate's accumulator row, out
+    of place (the MetaTrainer's unroll), before the step."""
+    return _with_column(hidden, config.step_scale_column,
+                        tensor_step_scale(hidden, grad, config).to(hidden.dtype), config)
+
+
+@torch.no_grad()
+def write_step_scale_(hidden: torch.Tensor, grad: torch.Tensor, config: LSTMOptimizerConfig,
+                      *, maximize: bool = False) -> None:
+    """:func:`with_step_scale` in place (the optimizer's state); the same bits."""
+    value = tensor_step_scale(hidden, grad, config, maximize=maximize)
+    hidden[:, 2 * config.num_layers, config.step_scale_column] = value.to(hidden.dtype)
+
+
 def run_progress(steps_done: float, total_steps: int | None) -> float:
     r"""The progress input (``progress_feature=True``): the fraction of the run already done,
 
@@ -463,7 +534,9 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeight
             ``features="adaptive"`` the last row's first 8 columns hold the accumulators of
             :func:`adaptive_features` (and, with ``tensor_feature=True``, column 8 the
             tensor feature, :func:`with_tensor_feature`; with ``progress_feature=True``,
-            column ``config.progress_column`` the progress, :func:`with_progress`).
+            column ``config.progress_column`` the progress, :func:`with_progress`; with
+            ``hypergradient_rate > 0``, columns ``config.step_scale_column`` and the next the
+            tensor's log step scale, :func:`with_step_scale`, and the previous step).
         weights: φ from :func:`fuse_weights`.
         param: the coordinates' current values θ, shape ``(n,)``: required with
             ``parameter_feature=True`` (:func:`parameter_feature`), ignored otherwise. Treated
@@ -503,6 +576,12 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeight
     .. math::
         g = \text{output\_scale} \cdot \big(d \cdot \exp(\min(\text{magnitude\_scale}
         \cdot s, 80)) - \hat m_{0.9} / \sqrt{\hat v}\big)
+
+    With ``hypergradient_rate > 0`` the step of every coordinate of a tensor is then multiplied
+    by the tensor's :math:`e^{\ell_t}` (:func:`tensor_step_scale`), read from column
+    ``config.step_scale_column`` of the state, where :func:`with_step_scale` has written it
+    before the step; the step before that scale is kept in the next column for the next
+    :math:`\ell`.
 
     The step is bounded whatever the gradient and the state: every unit of the last layer has
     :math:`|h'| = |\sigma(o)\tanh(c')| \le 1` (and adaptive features are clipped to
@@ -616,19 +695,6 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         h_new = torch.addcmul(o, o, r_c, value=-2.0, out=h if in_place else None)
         new_states += [h_new, c_new]
         layer_input = h_new
-    if accumulators is not None:
-        row = hidden[:, accumulator_row]
-        if in_place:
-            row[:, :accumulators.shape[1]].copy_(accumulators)
-            if config.keeps_gradients:
-                row[:, column:column + 2].copy_(latest_two)
-        else:
-            # the rest of the row (the tensor feature and progress, if any) is kept, as in place
-            parts = [accumulators, row[:, accumulators.shape[1]:]]
-            if config.keeps_gradients:
-                parts = [accumulators, row[:, accumulators.shape[1]:column], latest_two,
-                         row[:, column + 2:]]
-            new_states.append(torch.cat(parts, dim=1))
     if config.update == "direction_magnitude":
         update = _direction_magnitude(torch.cat([layer_input, features], dim=1), weights)
         if in_place:
@@ -637,7 +703,35 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         update = torch.addmm(weights.head_bias, layer_input, weights.head_weight.t(),
                              out=into.update)
         update = torch.mul(update, config.output_scale, out=into.update).squeeze(1)
+    if accumulators is not None:
+        # (first column, new values) of the accumulator row; the rest of the row (the tensor
+        # feature, the progress and the step scale, if any) is kept
+        written = [(0, accumulators)]
+        if config.keeps_gradients:
+            written.append((column, latest_two))
+        if config.scales_steps:  # this step before its scale, a constant for meta-training
+            written.append((config.step_scale_column + 1, update.detach().unsqueeze(1)))
+        row = hidden[:, accumulator_row]
+        if in_place:
+            for first, values in written:
+                row[:, first:first + values.shape[1]].copy_(values)
+        else:
+            new_states.append(_with_columns(row, written))
+    if config.scales_steps:  # written by with_step_scale before this step
+        scale = torch.exp(hidden[:, accumulator_row, config.step_scale_column])
+        update = torch.mul(update, scale, out=update if in_place else None)
     return update, (hidden if in_place else torch.stack(new_states, dim=1))
+
+
+def _with_columns(row: torch.Tensor,
+                  written: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+    """``row`` (shape ``(n, k)``) with ``values`` in the columns from ``first`` on, for each
+    ``(first, values)`` of ``written`` (in column order), out of place."""
+    parts, start = [], 0
+    for first, values in written:
+        parts += [row[:, start:first], values]
+        start = first + values.shape[1]
+    return torch.cat(parts + [row[:, start:]], dim=1)
 
 
 def _direction_magnitude(head_input: torch.Tensor, weights: FusedLSTMWeights) -> torch.Tensor:
@@ -692,19 +786,21 @@ def update_bound(net: LSTMOptimizerNet) -> float:
 
     where :math:`D` and :math:`S` are :math:`\lVert w_h \rVert_1 + C \lVert w_x \rVert_1 + |b|`
     of the direction and the magnitude rows of the head; ``nominal_step`` adds
-    :math:`\text{output\_scale} \cdot C` (Adam's direction, a clipped feature).
+    :math:`\text{output\_scale} \cdot C` (Adam's direction, a clipped feature). A per-tensor
+    step scale (``hypergradient_rate > 0``) multiplies the bound by its largest value, 100.
     """
     config = net.config
     weight = net.head.weight.detach().double()
     bias = net.head.bias.detach().double()
+    largest_scale = math.exp(STEP_SCALE_BOUND) if config.scales_steps else 1.0
     if config.update != "direction_magnitude":
-        return float(weight.abs().sum() + bias.abs().sum()) * config.output_scale
+        return largest_scale * float(weight.abs().sum() + bias.abs().sum()) * config.output_scale
     hidden = config.hidden_size
     rows = [float(weight[k, :hidden].abs().sum() + FEATURE_CLIP * weight[k, hidden:].abs().sum()
                   + bias[k].abs()) for k in range(2)]
     nominal = FEATURE_CLIP if config.nominal_step else 0.0
-    return config.output_scale * (rows[0] * math.exp(min(config.magnitude_scale * rows[1],
-                                                         _EXP_CAP)) + nominal)
+    return largest_scale * config.output_scale * (
+        rows[0] * math.exp(min(config.magnitude_scale * rows[1], _EXP_CAP)) + nominal)
 
 
 def iter_chunks(sizes: Sequence[int], chunk_size: int) -> Iterator[list[tuple[int, int, int]]]:
@@ -759,13 +855,16 @@ def lstm_update(grads: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor],
         ``(updates, new_hidden)``, lists matching the inputs. The results do not depend on
         ``chunk_size``, nor on how coordinates are split into tensors unless the net has
         ``tensor_feature=True`` (then each tensor's state also gets its
-        :func:`tensor_signal_to_noise`).
+        :func:`tensor_statistic`) or ``hypergradient_rate > 0`` (each tensor's steps are
+        scaled by its :func:`tensor_step_scale`, written into its state first).
     """
     if weights.config.progress_feature:
         if progress is None:
             raise ValueError("this net reads the run's progress (progress_feature=True): pass "
                              "progress=run_progress(steps_done, total_steps)")
         hidden = [with_progress(h, progress, weights.config) for h in hidden]
+    if weights.config.scales_steps:
+        hidden = [with_step_scale(h, g, weights.config) for h, g in zip(hidden, grads)]
     sizes = [g.shape[0] for g in grads]
     total = sum(sizes)
     if total == 0:

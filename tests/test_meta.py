@@ -1,5 +1,6 @@
 """MetaTrainer: learning works, the meta-gradient is right, checkpoints resume exactly."""
 
+import dataclasses
 import math
 
 import pytest
@@ -174,6 +175,26 @@ def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_nominal_adam
     assert head.weight.grad[0].abs().sum() > 0 and head.weight.grad[1].abs().sum() > 0
     losses = assert_optimizer_follows_the_unroll(task, trainer.nets)
     assert losses[-1] < losses[0]
+
+
+def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_per_tensor_step_scale():
+    """hypergradient_rate: the MetaTrainer's unroll scales each tensor's steps by the same
+    hypergradient-adapted factor as the optimizer, over more steps than the scale needs to move
+    off 1, and the meta-gradient still reaches the head through the scaled step."""
+    net_config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
+                                     output_scale=0.01, nominal_step=True, hypergradient_rate=0.3)
+    trainer = MetaTrainer(short_quadratics(), tiny_config(net=net_config.to_dict()))
+    task = short_quadratics().sample(3)
+    meta_loss, _ = trainer.meta_loss(task, start(task, trainer.nets), 8)
+    meta_loss.backward()
+    head = trainer.nets["fc"].head
+    assert head.weight.grad[0].abs().sum() > 0 and head.weight.grad[1].abs().sum() > 0
+    scaled = assert_optimizer_follows_the_unroll(task, trainer.nets, steps=8)
+    unscaled_net = LSTMOptimizerNet(dataclasses.replace(net_config, hypergradient_rate=0.0))
+    unscaled_net.load_state_dict(trainer.nets["fc"].state_dict())
+    unscaled = evaluate(task, {"fc": unscaled_net}, 8)
+    assert scaled[:2] == unscaled[:2]  # the scale is 1 until there is a previous step
+    assert scaled[-1] != unscaled[-1]
 
 
 class _Interrupt(Exception):

@@ -17,9 +17,9 @@ Two ways to run many of them, with the same results:
   10,000-step rows affordable on 2 CPU cores.
 * **one at a time** (any family): a fresh task and optimizer per (lr, seed).
 
-A learned net with ``tensor_feature=True`` is not coordinatewise: it reads one statistic of
-each parameter *tensor*, and a stacked tensor holds every seed, so stacked it would pool its
-statistic over the seeds (:attr:`OptimizerSpec.coordinatewise`). Such nets always run one at
+A learned net with ``tensor_feature=True`` or ``hypergradient_rate > 0`` is not
+coordinatewise: it reads one statistic of each parameter *tensor* (or scales each tensor's
+steps), and a stacked tensor holds every seed, so stacked it would pool that over the seeds (:attr:`OptimizerSpec.coordinatewise`). Such nets always run one at
 a time.
 
 The learned optimizer leaves a parameter *tensor* unchanged when its gradient holds NaN/inf
@@ -70,11 +70,12 @@ class OptimizerSpec:
     def coordinatewise(self) -> bool:
         """Whether every coordinate's step depends on that coordinate alone, so that runs
         stacked along a new dimension step exactly as separate runs do: true for the
-        baselines and for learned nets without ``tensor_feature``."""
+        baselines and for learned nets without per-tensor inputs or step scales
+        (:attr:`~learned_optim.network.LSTMOptimizerConfig.per_tensor`)."""
         if self.kind != "learned":
             return True
         bundle = resolve_weights(self.weights)
-        return not any(net.config.tensor_feature for net in bundle.nets.values())
+        return not any(net.config.per_tensor for net in bundle.nets.values())
 
     def build(self, copies: Sequence[dict[str, torch.Tensor]], lrs: Sequence[float],
               routes: dict[str, str], total_steps: int | None = None) -> torch.optim.Optimizer:
@@ -125,8 +126,9 @@ def run_losses(family: TaskFamily, seeds: Sequence[int], horizon: int, spec: Opt
         side_by_side = family.batched_seeds and spec.coordinatewise
     elif side_by_side and not spec.coordinatewise:
         raise ValueError(
-            f"{spec.label!r} reads per-tensor statistics (tensor_feature=True), so runs stacked "
-            "side by side would share them across seeds: pass side_by_side=False (or None)")
+            f"{spec.label!r} reads per-tensor statistics (tensor_feature=True or "
+            "hypergradient_rate > 0), so runs stacked side by side would share them across "
+            "seeds: pass side_by_side=False (or None)")
     if not side_by_side:
         return _run_one_at_a_time(family, seeds, horizon, spec, lrs)
     with warnings.catch_warnings(record=True) as caught:
