@@ -158,6 +158,12 @@ VARIANTS = {
     "adaptive-wide-log-800-val1000-avg-nominal": ("mixture-wide", "digits-mlp-tanh-1000",
                                                   dict(_AVERAGED, net=dict(ADAPTIVE_NET,
                                                                            nominal_step=True))),
+    # eighteenth round: that net with each tensor's step scaled by a factor adapted online by
+    # hypergradient descent (hypergradient_rate; Baydin et al. 2018): the probe that scaled the
+    # seventeenth round's nets so, untrained, scored best on validation (hypergradient_probe.py)
+    "adaptive-wide-log-800-val1000-avg-nominal-hyper": (
+        "mixture-wide", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, net=dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03))),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
