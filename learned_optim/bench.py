@@ -249,7 +249,8 @@ def _bench_one_model(config: BenchConfig, total: int, tensors: int) -> dict[str,
         row["a/b"] = median_ratio(seconds["a"], seconds["b"])
         row["naive_peak"] = peak_transient_bytes(naive.step, device)
     row["peak"] = peak_transient_bytes(ours.step, device)
-    row["budget"] = step_memory_bytes(min(config.chunk_size, total), net.config)
+    row["budget"] = step_memory_bytes(min(config.chunk_size, total), net.config,
+                                      largest_tensor=max(p.numel() for p in params))
     row["state_bytes"] = _state_bytes(ours) / total
     return row
 

@@ -190,7 +190,7 @@ class StepWorkspace:
 
 
 def step_memory_bytes(rows: int, config: LSTMOptimizerConfig,
-                      dtype: torch.dtype = torch.float32) -> int:
+                      dtype: torch.dtype = torch.float32, *, largest_tensor: int = 0) -> int:
     """Upper bound on the extra memory of one optimizer step over blocks of ``rows`` coordinates.
 
     The :class:`StepWorkspace`, the gradient preprocessing's temporaries (at most
@@ -198,6 +198,12 @@ def step_memory_bytes(rows: int, config: LSTMOptimizerConfig,
     multiple of :data:`ROW_ALIGN`, and twice the size of φ (its fused copy and one temporary
     while fusing). About 1 kB per coordinate in float32 for the paper's net, whatever the size
     of the model.
+
+    A net with per-tensor inputs or step scales (``config.per_tensor``) also reduces each
+    tensor as a whole (:func:`tensor_statistic`, :func:`tensor_step_scale`), with at most
+    :data:`_PER_TENSOR_FLOATS` temporary numbers per coordinate of the tensor: pass the
+    number of coordinates of the largest parameter tensor (of a shard, under FSDP2) as
+    ``largest_tensor``.
     """
     per_row = StepWorkspace.floats_per_row(config) + _PREPROCESS_FLOATS_PER_ROW
     hidden, widths = config.hidden_size, [config.input_size] + [config.hidden_size] * (
@@ -205,19 +211,23 @@ def step_memory_bytes(rows: int, config: LSTMOptimizerConfig,
     phi = sum(4 * hidden * (w + hidden) + 4 * hidden for w in widths) + (
         config.head_inputs + 1) * config.head_outputs
     itemsize = torch.empty(0, dtype=dtype).element_size()
-    return (_aligned(rows) * per_row + 2 * phi) * itemsize
+    whole_tensor = _PER_TENSOR_FLOATS * largest_tensor if config.per_tensor else 0
+    return (_aligned(rows) * per_row + 2 * phi + whole_tensor) * itemsize
 
 
 # Live n-element temporaries of preprocess_gradient, counted generously (bool masks as floats);
 # adaptive_features holds fewer than this too (8 new accumulators, 4 features, 8 temporaries).
 _PREPROCESS_FLOATS_PER_ROW = 24
+# Live n-element temporaries of tensor_statistic and tensor_step_scale on a tensor of n
+# coordinates (copies in float32, NaN-free and normalised copies, a difference), generously.
+_PER_TENSOR_FLOATS = 8
 
 
 def _head_temporaries(config: LSTMOptimizerConfig) -> int:
     """Floats per row that a direction-magnitude head allocates: [h; x], (d, s), exp(s), g
-    (and one more for the nominal Adam step), and the per-tensor step scale's exp(l) and
-    scaled step."""
-    scale = 2 * int(config.scales_steps)
+    (and one more for the nominal Adam step), and the per-tensor step scale's clamped l,
+    exp(l) and scaled step."""
+    scale = 3 * int(config.scales_steps)
     if config.update != "direction_magnitude":
         return scale
     return config.head_inputs + 2 + 2 + int(config.nominal_step) + scale
@@ -718,7 +728,10 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         else:
             new_states.append(_with_columns(row, written))
     if config.scales_steps:  # written by with_step_scale before this step
-        scale = torch.exp(hidden[:, accumulator_row, config.step_scale_column])
+        log_scale = hidden[:, accumulator_row, config.step_scale_column]
+        # clamped again so that any finite state keeps the step within update_bound
+        scale = torch.exp(torch.clamp(torch.nan_to_num(log_scale, nan=0.0), -STEP_SCALE_BOUND,
+                                      STEP_SCALE_BOUND))
         update = torch.mul(update, scale, out=update if in_place else None)
     return update, (hidden if in_place else torch.stack(new_states, dim=1))
 

@@ -13,8 +13,8 @@ from learned_optim.errors import ConfigError
 from learned_optim.network import (ADAM_FEATURE, FEATURE_CLIP, MOMENTUM_DECAYS,
                                    SECOND_MOMENT_DECAY)
 from learned_optim.update import (StepWorkspace, lstm_step_, run_progress, step_memory_bytes,
-                                  tensor_statistic, update_bound, with_progress,
-                                  write_progress_)
+                                  tensor_statistic, tensor_step_scale, update_bound,
+                                  with_progress, write_progress_)
 from test_update import mixed_gradients
 
 ADAPTIVE = dict(features="adaptive", update="direction_magnitude", output_scale=0.01)
@@ -192,7 +192,8 @@ def test_in_place_step_is_bit_identical(config, dtype, rows):
     assert workspace.nbytes <= step_memory_bytes(64, net.config, dtype)
 
 
-@pytest.mark.parametrize("config", [ADAPTIVE, CONFIGS[2], NOMINAL])
+@pytest.mark.parametrize("config", [ADAPTIVE, CONFIGS[2], NOMINAL,
+                                    dict(NOMINAL, hypergradient_rate=0.3)])
 def test_update_bound_holds_for_any_gradient_and_state(config):
     net = net_of(5, **config).double()
     bound = update_bound(net)
@@ -384,6 +385,7 @@ def test_optimizer_feeds_each_parameter_its_own_value(tmp_path):
 
 WITH_TENSOR = dict(ADAPTIVE, tensor_feature=True)
 WITH_CHANGE = dict(WITH_TENSOR, tensor_statistic="gradient_change")
+WITH_SCALE = dict(NOMINAL, hypergradient_rate=0.3)  # each tensor's steps scaled (rate 0.3)
 
 
 def reference_signal_to_noise(grads):
@@ -442,8 +444,9 @@ def test_untrained_net_with_a_tensor_feature_still_starts_like_adam():
     assert torch.equal(net.head.weight[:, 20:], torch.tensor([[0.0, 0, -1, 0, 0], [0, 0, 0, 0, 0]]))
 
 
-@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE], ids=["snr", "change"])
-def test_tensor_feature_is_scale_free_and_bit_exact_across_chunks(config):
+@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE, WITH_SCALE],
+                         ids=["snr", "change", "step-scale"])
+def test_per_tensor_nets_are_scale_free_and_bit_exact_across_chunks(config):
     net = net_of(11, **config)
     grads = [mixed_gradients(401, seed=s) for s in range(4)]
     split = [5, 300, 3, 93]
@@ -461,12 +464,13 @@ def test_tensor_feature_is_scale_free_and_bit_exact_across_chunks(config):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE], ids=["snr", "change"])
-def test_tensor_feature_in_place_step_is_bit_identical(config):
+@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE, WITH_SCALE],
+                         ids=["snr", "change", "step-scale"])
+def test_per_tensor_in_place_step_is_bit_identical(config):
     net = net_of(12, **config)
     weights = fuse_weights(net)
     hidden = net.initial_state(37)
-    hidden[:, 4, 8] = 0.7  # as with_tensor_feature leaves it
+    hidden[:, 4, 8] = 0.7  # as with_tensor_feature (with_step_scale for WITH_SCALE) leaves it
     hidden[:, 4, 9:] = torch.randn(37, 11, generator=torch.Generator().manual_seed(5))
     workspace = StepWorkspace(64, net.config)
     workspace.hidden[:37] = hidden
@@ -551,11 +555,13 @@ def test_tensor_statistic_option_is_validated_and_signal_to_noise_in_old_configs
     assert (both.progress_column, both.gradient_column) == (9, 10)
 
 
-@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE], ids=["snr", "change"])
-def test_optimizer_gives_each_parameter_its_own_tensor_feature_and_keeps_it(tmp_path, config):
-    """LearnedLSTMOptim equals lstm_update for a tensor-feature net, in blocks that span and
+@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE, WITH_SCALE],
+                         ids=["snr", "change", "step-scale"])
+def test_optimizer_gives_each_parameter_its_own_tensor_state_and_keeps_it(tmp_path, config):
+    """LearnedLSTMOptim equals lstm_update for a per-tensor net, in blocks that span and
     split parameters, and its state_dict carries the feature (and, for gradient_change, the
-    last two gradients) to a resumed optimizer."""
+    last two gradients; for the step scale, the scale and the previous step) to a resumed
+    optimizer."""
     net = net_of(13, **config)
     WeightsBundle({"fc": net}, name="tensor-feature-test").save_pretrained(tmp_path / "b")
     g = torch.Generator().manual_seed(0)
@@ -783,3 +789,137 @@ def test_model_card_says_a_nominal_step_net_adds_a_fixed_adam_step():
              for name, config in [("plain", ADAPTIVE), ("nominal", NOMINAL)]}
     assert "plus a fixed Adam step" in cards["nominal"]
     assert "Adam step" not in cards["plain"]
+
+
+# -- hypergradient_rate: each tensor's steps scaled by a factor adapted online ----------------
+
+
+def reference_log_scales(unscaled, splits, beta):
+    """ℓ_t of every tensor in plain Python floats: ℓ_0 = 0 and
+    ℓ_t = clip(ℓ_{t-1} - β cos(∇_t, g_{t-1}), ±ln 100), from the steps ``unscaled`` of the
+    same net without the scale (the scale changes no state the LSTM reads)."""
+    def cosine(a, b):
+        dot = sum(x * y for x, y in zip(a, b))
+        norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+        return dot / norms if norms > 0 else 0.0
+
+    bound = math.log(100.0)
+    scales, now = [], [0.0] * len(splits)
+    for step, (grad, _) in enumerate(unscaled):
+        if step:
+            previous = unscaled[step - 1][1]
+            now = [min(max(ell - beta * cosine(g.tolist(), d.tolist()), -bound), bound)
+                   for ell, g, d in zip(now, grad.split(splits), previous.split(splits))]
+        scales.append(list(now))
+    return scales
+
+
+@pytest.mark.parametrize("beta", [0.3, 1.0])
+def test_each_tensors_step_is_scaled_by_its_hypergradient_adapted_factor(beta):
+    """The steps equal those of the same net without the scale times e^{ℓ_t}, with ℓ_t the
+    reference's for each tensor; ℓ is kept in the state, and stays within ±ln 100."""
+    splits = [6, 40]
+    plain = net_of(20, **NOMINAL).double()
+    scaled_net = LSTMOptimizerNet(LSTMOptimizerConfig(**dict(NOMINAL, hypergradient_rate=beta)))
+    scaled_net.load_state_dict(plain.state_dict())
+    scaled_net = scaled_net.double().requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(46, generator=g, dtype=torch.float64) + 0.5 for _ in range(12)]
+    unscaled, _ = run_steps(plain, grads, split=splits)
+    want = reference_log_scales(list(zip(grads, unscaled)), splits, beta)
+    weights = fuse_weights(scaled_net)
+    hidden = [scaled_net.initial_state(n, dtype=torch.float64) for n in splits]
+    column = scaled_net.config.step_scale_column
+    for step, grad in enumerate(grads):
+        updates, hidden = lstm_update(list(grad.split(splits)), hidden, weights)
+        for update, plain_update, state, ell in zip(updates, unscaled[step].split(splits),
+                                                    hidden, want[step]):
+            torch.testing.assert_close(state[:, 4, column], torch.full_like(state[:, 4, 0], ell),
+                                       rtol=1e-12, atol=1e-15)
+            torch.testing.assert_close(update, plain_update * math.exp(ell), rtol=1e-12,
+                                       atol=0)
+    assert any(abs(ell) > 0.1 for ells in want for ell in ells)  # the scale did move
+
+
+def test_step_scale_grows_while_steps_go_downhill_and_shrinks_when_they_overshoot():
+    """With a silent head the net is Adam(lr=output_scale) (nominal_step): under a constant
+    gradient every step goes against the next gradient (cos = -1, ℓ grows by β a step up to
+    ln 100); under a gradient that flips sign every step, every step overshoots (ℓ falls)."""
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(**dict(NOMINAL, hypergradient_rate=1.0)))
+    with torch.no_grad():
+        net.head.weight.zero_()
+    net.requires_grad_(False)
+    weights, column = fuse_weights(net), net.config.step_scale_column
+    for sign_flip, want in ((1.0, [0.0, 1.0, 2.0, 3.0, 4.0, math.log(100.0)]),
+                            (-1.0, [0.0, -1.0, -2.0, -3.0, -4.0, -math.log(100.0)])):
+        hidden = net.initial_state(5)
+        seen = []
+        for step in range(6):
+            grad = torch.full((5,), 0.7) * sign_flip ** step  # Adam's step: ∓lr each
+            _, (hidden,) = lstm_update([grad], [hidden], weights)
+            seen.append(float(hidden[0, 4, column]))
+        assert seen == pytest.approx(want, abs=1e-6)
+
+
+def test_step_scale_is_zero_for_a_fresh_state_and_finite_for_any_input():
+    config = LSTMOptimizerConfig(**WITH_SCALE)
+    fresh = LSTMOptimizerNet(config).initial_state(4)
+    assert float(tensor_step_scale(fresh, torch.randn(4), config)) == 0.0
+    assert float(tensor_step_scale(fresh[:0], torch.zeros(0), config)) == 0.0
+    state = fresh.clone()
+    state[:, 4, config.step_scale_column + 1] = torch.tensor([3e38, -3e38, float("nan"), 1.0])
+    grad = torch.tensor([float("inf"), 3e38, 1.0, -3e38])
+    value = tensor_step_scale(state, grad, config)
+    assert torch.isfinite(value) and abs(float(value)) <= math.log(100.0)
+    # maximize: the net steps along -∇, so the cosine's sign flips
+    state[:, 4, config.step_scale_column + 1] = -torch.ones(4)
+    down = float(tensor_step_scale(state, torch.ones(4), config))
+    assert down == pytest.approx(0.3) and float(
+        tensor_step_scale(state, torch.ones(4), config, maximize=True)) == pytest.approx(-0.3)
+
+
+def test_optimizer_scales_maximize_steps_like_the_update_rule_on_the_negated_gradient(tmp_path):
+    net = net_of(21, **WITH_SCALE)
+    WeightsBundle({"fc": net}, name="step-scale-test").save_pretrained(tmp_path / "b")
+    g = torch.Generator().manual_seed(1)
+    param = torch.nn.Parameter(torch.randn(30, generator=g))
+    optimizer = LearnedLSTMOptim([param], weights=str(tmp_path / "b"), maximize=True)
+    weights, hidden = fuse_weights(net), [net.initial_state(30)]
+    for _ in range(6):
+        grad = torch.randn(30, generator=g) + 1.0
+        before = param.detach().clone()
+        (update,), hidden = lstm_update([-grad], hidden, weights)
+        param.grad = grad
+        optimizer.step()
+        torch.testing.assert_close(param.detach(), before + update, rtol=0, atol=1e-6)
+    column = net.config.step_scale_column
+    assert float(optimizer.state[param]["hidden"][0, 4, column]) == pytest.approx(
+        float(hidden[0][0, 4, column])) != 0.0
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(hypergradient_rate=0.03), "hypergradient_rate=0.03.*unless features='adaptive'"),
+    (dict(ADAPTIVE, hypergradient_rate=-0.1), r"hypergradient_rate=-0.1.*a number in \[0, 1\]"),
+    (dict(ADAPTIVE, hypergradient_rate=2.0), r"hypergradient_rate=2.0.*a number in \[0, 1\]"),
+    (dict(ADAPTIVE, hypergradient_rate=True), "hypergradient_rate=True"),
+    (dict(ADAPTIVE, hypergradient_rate=float("nan")), "hypergradient_rate=nan"),
+    (dict(ADAPTIVE, hypergradient_rate=0.03, hidden_size=9),
+     "hidden_size=9.*at least 10 .*hypergradient_rate > 0"),
+])
+def test_bad_hypergradient_rates_are_refused(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        LSTMOptimizerConfig(**fields)
+
+
+def test_step_scale_is_off_in_old_configs_and_named_by_repr_and_model_card():
+    from learned_optim.model_card import model_card_text
+    old = LSTMOptimizerConfig.from_dict(dict(ADAPTIVE, hidden_size=20, num_layers=2,
+                                             preprocessing="log_sign", p=10.0))
+    assert old.hypergradient_rate == 0.0 and not old.scales_steps and not old.per_tensor
+    assert "hypergradient_rate" not in old.identity_dict()  # old fingerprints are unchanged
+    scaled = net_of(0, **WITH_SCALE)
+    assert scaled.config.per_tensor and "hypergradient_rate=0.3" in repr(scaled)
+    card = model_card_text(WeightsBundle({"fc": scaled}, name="scaled"))
+    assert "per-tensor scale adapted by hypergradient descent (rate 0.3)" in card
+    assert "hypergradient" not in model_card_text(WeightsBundle({"fc": net_of(0, **NOMINAL)},
+                                                                name="nominal"))

@@ -120,19 +120,23 @@ def test_a_learned_optimizer_is_told_the_rows_horizon(tmp_path, side_by_side):
         assert not torch.allclose(curves[0, j], longer, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("statistic", ["signal_to_noise", "gradient_change"])
-def test_a_net_with_per_tensor_inputs_runs_each_seed_alone(tmp_path, statistic):
-    """A tensor_feature net reads one statistic per parameter tensor; stacked, a tensor holds
-    every seed and the statistic would be pooled over them. Each seed's curve must be that
-    seed's own run (the MetaTrainer's unroll of the task alone), as a user would get."""
+@pytest.mark.parametrize("option", [dict(tensor_feature=True),
+                                    dict(tensor_feature=True, tensor_statistic="gradient_change"),
+                                    dict(hypergradient_rate=0.5)],
+                         ids=["signal_to_noise", "gradient_change", "step_scale"])
+def test_a_net_with_per_tensor_inputs_runs_each_seed_alone(tmp_path, option):
+    """A tensor_feature net reads one statistic per parameter tensor, a hypergradient_rate net
+    scales each tensor's steps; stacked, a tensor holds every seed and the statistic or the
+    scale would be pooled over them. Each seed's curve must be that seed's own run (the
+    MetaTrainer's unroll of the task alone), as a user would get."""
     from learned_optim import LSTMOptimizerConfig, LSTMOptimizerNet, WeightsBundle
     from learned_optim.evaluation import runner
     from learned_optim.meta.unroll import evaluate as unroll_evaluate
     net = LSTMOptimizerNet(LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
-                                               output_scale=0.01, tensor_feature=True,
-                                               tensor_statistic=statistic), seed=0)
-    with torch.no_grad():
-        net.head.weight[1, -1] = -0.5  # the step size follows the tensor's statistic
+                                               output_scale=0.01, **option), seed=0)
+    if net.config.tensor_feature:
+        with torch.no_grad():
+            net.head.weight[1, -1] = -0.5  # the step size follows the tensor's statistic
     WeightsBundle({"fc": net}, name="tensor").save_pretrained(tmp_path / "b")
     spec = OptimizerSpec("t", "learned", str(tmp_path / "b"))
     assert not spec.coordinatewise and OptimizerSpec("Adam", "adam").coordinatewise

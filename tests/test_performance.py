@@ -47,6 +47,23 @@ def test_step_memory_stays_within_the_chunk_budget(tensors, one_thread):
     assert 0 < peak <= 1.1 * budget, (peak, budget)
 
 
+@pytest.mark.parametrize("option", [dict(tensor_feature=True),
+                                    dict(tensor_feature=True, tensor_statistic="gradient_change"),
+                                    dict(nominal_step=True, hypergradient_rate=0.03)],
+                         ids=["signal_to_noise", "gradient_change", "step_scale"])
+def test_per_tensor_step_memory_stays_within_the_chunk_and_largest_tensor_budget(option,
+                                                                                 one_thread):
+    # nets that reduce each tensor as a whole hold a few floats per coordinate of one tensor:
+    # one 50k tensor (about 2.5x the 256-row block budget) must fit the bound that counts it
+    net = random_net(features="adaptive", update="direction_magnitude", output_scale=0.01,
+                     **option)
+    opt = LearnedLSTMOptim(make_params(50_000, 1), weights=net, chunk_size=256)
+    opt.step()
+    peak = peak_transient_bytes(opt.step)
+    assert peak > step_memory_bytes(256, net.config)  # the block budget alone is not enough
+    assert 0 < peak <= 1.1 * step_memory_bytes(256, net.config, largest_tensor=50_000)
+
+
 def test_bfloat16_state_halves_state_memory():
     def state_bytes(state_dtype):
         params = make_params(1000, 3)
