@@ -63,6 +63,9 @@ class LearnedLSTMOptim(Optimizer):
         state_dtype: dtype of the stored hidden state (``torch.float32``, ``torch.float64``,
             ``torch.bfloat16`` or ``torch.float16``). ``None``: float64 for float64 parameters,
             float32 otherwise. The LSTM always computes in float32 (float64 for float64 params).
+            A net with a per-tensor step scale (``hypergradient_rate``) stores its log scale
+            in the state too: in bfloat16 it is rounded to steps of 1/64 beyond 2, so smaller
+            changes are lost and the scale moves more coarsely than in meta-training.
         total_steps: the number of steps the run will take, for weights whose net reads the
             run's progress (``progress_feature``, :func:`learned_optim.update.run_progress`):
             such a net can anneal its step toward the end, like a cosine schedule. ``None``
