@@ -162,17 +162,25 @@ def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_fifth_input(
     assert_optimizer_follows_the_unroll(task, trainer.nets, total_steps=5)
 
 
+def trainer_whose_head_gets_a_meta_gradient(net_config, steps):
+    """A MetaTrainer of a ``net_config`` net on short quadratics, after one backward pass of a
+    ``steps``-step meta-loss that must reach both rows (direction, magnitude) of the head;
+    returns it and the task."""
+    trainer = MetaTrainer(short_quadratics(), tiny_config(net=net_config.to_dict()))
+    task = short_quadratics().sample(3)
+    meta_loss, _ = trainer.meta_loss(task, start(task, trainer.nets), steps)
+    meta_loss.backward()
+    head = trainer.nets["fc"].head
+    assert head.weight.grad[0].abs().sum() > 0 and head.weight.grad[1].abs().sum() > 0
+    return trainer, task
+
+
 def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_nominal_adam_step():
     """nominal_step: the MetaTrainer's unroll adds the same fixed Adam step as the optimizer,
     and the meta-gradient still reaches the head's direction and magnitude rows."""
     net_config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
                                      output_scale=0.01, nominal_step=True)
-    trainer = MetaTrainer(short_quadratics(), tiny_config(net=net_config.to_dict()))
-    task = short_quadratics().sample(3)
-    meta_loss, _ = trainer.meta_loss(task, start(task, trainer.nets), 5)
-    meta_loss.backward()
-    head = trainer.nets["fc"].head
-    assert head.weight.grad[0].abs().sum() > 0 and head.weight.grad[1].abs().sum() > 0
+    trainer, task = trainer_whose_head_gets_a_meta_gradient(net_config, 5)
     losses = assert_optimizer_follows_the_unroll(task, trainer.nets)
     assert losses[-1] < losses[0]
 
@@ -183,12 +191,7 @@ def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_per_tensor_s
     off 1, and the meta-gradient still reaches the head through the scaled step."""
     net_config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
                                      output_scale=0.01, nominal_step=True, hypergradient_rate=0.3)
-    trainer = MetaTrainer(short_quadratics(), tiny_config(net=net_config.to_dict()))
-    task = short_quadratics().sample(3)
-    meta_loss, _ = trainer.meta_loss(task, start(task, trainer.nets), 8)
-    meta_loss.backward()
-    head = trainer.nets["fc"].head
-    assert head.weight.grad[0].abs().sum() > 0 and head.weight.grad[1].abs().sum() > 0
+    trainer, task = trainer_whose_head_gets_a_meta_gradient(net_config, 8)
     scaled = assert_optimizer_follows_the_unroll(task, trainer.nets, steps=8)
     unscaled_net = LSTMOptimizerNet(dataclasses.replace(net_config, hypergradient_rate=0.0))
     unscaled_net.load_state_dict(trainer.nets["fc"].state_dict())
