@@ -361,7 +361,7 @@ def tensor_signal_to_noise(hidden: torch.Tensor, config: LSTMOptimizerConfig) ->
     accumulators = hidden.detach()[:, 2 * config.num_layers, :2 * count]
     dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     accumulators = accumulators.to(dtype)
-    adam = MOMENTUM_DECAYS.index(0.9)
+    adam = ADAM_FEATURE - 1  # the feature's momentum among the accumulators
     momentum = accumulators[:, adam] / accumulators[:, count + adam].clamp_min(1e-30)
     second = accumulators[:, count - 1].clamp_min(0.0) / accumulators[:, -1].clamp_min(1e-30)
     ratio = torch.nan_to_num(momentum.abs() / (torch.sqrt(second) + _EPSILON), nan=0.0)

@@ -625,6 +625,9 @@ def test_meta_training_on_the_cpu_named_explicitly_is_bit_for_bit_the_default(tm
 def test_a_device_with_a_process_group_is_refused_before_the_group_is_used():
     with pytest.raises(ConfigError, match="process group"):
         MetaTrainer(short_quadratics(), tiny_config(), device="cuda", process_group=object())
+    for cpu in ("cpu:0", torch.device("cpu", 0)):  # the CPU by another name is not refused:
+        with pytest.raises(RuntimeError, match="not initialized"):  # the group is used next
+            MetaTrainer(short_quadratics(), tiny_config(), device=cpu, process_group=object())
 
 
 @needs_cuda

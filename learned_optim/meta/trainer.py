@@ -135,7 +135,7 @@ class MetaTrainer:
         self.command = command or " ".join([os.path.basename(sys.executable)] + sys.argv)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.process_group = process_group
-        if process_group is not None and device is not None and str(device) != "cpu":
+        if process_group is not None and _device_type(device) != "cpu":
             raise ConfigError(f"device={str(device)!r} with a process group: meta-training "
                               "across processes runs on the CPU only; drop device= or the "
                               "process group")
@@ -585,6 +585,15 @@ class MetaTrainer:
         self.bad_updates = fields["bad_updates"]
         self.skipped_updates = fields["skipped_updates"]
         self.elapsed = fields["elapsed"]
+
+
+def _device_type(device: torch.device | str | None) -> str:
+    """``"cpu"``, ``"cuda"``, ... for ``device`` (``"cpu"`` for ``None``; the text itself when it
+    is no torch device, which :func:`_checked_device` then refuses)."""
+    try:
+        return torch.device(device if device is not None else "cpu").type
+    except (RuntimeError, TypeError):
+        return str(device)
 
 
 def _checked_device(device: torch.device | str | None) -> torch.device:
