@@ -25,7 +25,7 @@ import torch
 from learned_optim import LSTMOptimizerNet, WeightsBundle
 from learned_optim.meta import MetaTrainConfig, MetaTrainer
 from learned_optim.meta.trainer import CHECKPOINT_FILE
-from learned_optim.meta.presets import ADAPTIVE_NET  # the net of the `default` preset
+from learned_optim.meta.presets import ADAPTIVE_NET  # the base net of issue 10's recipes
 from learned_optim.tasks import get_task_family
 
 _PAPER_NET = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10.0,
@@ -34,7 +34,8 @@ _PAPER_NET = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10.0
 _BUDGET = dict(epochs=12, tasks_per_epoch=16, validation_tasks=4, meta_lr=3e-3, horizon=200)
 
 #: name -> (training family, validation family, MetaTrainConfig fields)
-# The fifth round's averaged recipe (the shipped `default`), which rounds 7 and 8 build on.
+# The fifth round's averaged recipe (`default` until the eighteenth round), which later rounds
+# build on.
 _AVERAGED = dict(_BUDGET, net=ADAPTIVE_NET, weight_average_decay=0.998, meta_objective="log_loss",
                  horizon=800)
 
@@ -161,6 +162,7 @@ VARIANTS = {
     # eighteenth round: that net with each tensor's step scaled by a factor adapted online by
     # hypergradient descent (hypergradient_rate; Baydin et al. 2018): the probe that scaled the
     # seventeenth round's nets so, untrained, scored best on validation (hypergradient_probe.py)
+    # Passed its rule; seed 0 is the shipped `default` (the `default` preset has this config)
     "adaptive-wide-log-800-val1000-avg-nominal-hyper": (
         "mixture-wide", "digits-mlp-tanh-1000",
         dict(_AVERAGED, net=dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03))),

@@ -17,7 +17,8 @@ from ..weights import WeightsBundle
 from .config import MetaTrainConfig
 from .trainer import CHECKPOINT_FILE, MetaTrainer
 
-__all__ = ["Preset", "PRESETS", "run_preset", "preset_command", "keep_every_epoch"]
+__all__ = ["Preset", "PRESETS", "ADAPTIVE_NET", "DEFAULT_NET", "run_preset", "preset_command",
+           "keep_every_epoch"]
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,16 @@ class Preset:
     description: str = ""
 
 
-#: The net of ``default`` (issue 10): the paper's 2 x 20 LSTM reading scale-free momentum
+#: The base net of issue 10's recipes: the paper's 2 x 20 LSTM reading scale-free momentum
 #: features, stepping direction x exp(magnitude), started at Adam(lr=0.01).
 ADAPTIVE_NET = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10.0,
                     output_scale=0.01, features="adaptive", update="direction_magnitude",
                     magnitude_scale=1.0)
+
+#: The net of ``default`` since issue 10's eighteenth round: that net plus a fixed Adam step
+#: (``nominal_step``) and each tensor's step scaled by a factor adapted online by hypergradient
+#: descent (``hypergradient_rate``, Baydin et al. 2018).
+DEFAULT_NET = dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03)
 
 PRESETS: dict[str, Preset] = {
     "l2l-quadratic": Preset(
@@ -57,9 +63,11 @@ PRESETS: dict[str, Preset] = {
     "default": Preset(
         "mixture-wide", validation_task="digits-mlp-tanh-1000",
         config=dict(epochs=12, tasks_per_epoch=16, validation_tasks=4, meta_lr=3e-3,
-                    horizon=800, meta_objective="log_loss", net=ADAPTIVE_NET,
+                    horizon=800, meta_objective="log_loss", net=DEFAULT_NET,
                     weight_average_decay=0.998),
-        description="adaptive features, direction x exp(magnitude) step; wide mixture: "
+        description="adaptive features, a fixed Adam(lr=0.01) step plus a learned direction x "
+                    "exp(magnitude) one, each tensor's step scaled by a factor adapted by "
+                    "hypergradient descent (rate 0.03); wide mixture: "
                     "quadratics, digits MLPs (sigmoid/tanh/ReLU, widths 10-80, depth 1-2, batch "
                     "32-256) and synthetic teacher-student regressions at random target and "
                     "initialisation scales, 800-step runs, log-loss meta-objective, the epoch kept "
