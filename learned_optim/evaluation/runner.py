@@ -19,8 +19,8 @@ Two ways to run many of them, with the same results:
 
 A learned net with ``tensor_feature=True`` or ``hypergradient_rate > 0`` is not
 coordinatewise: it reads one statistic of each parameter *tensor* (or scales each tensor's
-steps), and a stacked tensor holds every seed, so stacked it would pool that over the seeds (:attr:`OptimizerSpec.coordinatewise`). Such nets always run one at
-a time.
+steps), and a stacked tensor holds every seed, so stacked it would pool that over the seeds
+(:attr:`OptimizerSpec.coordinatewise`). Such nets always run one at a time.
 
 The learned optimizer leaves a parameter *tensor* unchanged when its gradient holds NaN/inf
 (with a warning); stacked, that tensor holds every seed, so a stacked learned run that hits a
