@@ -358,9 +358,8 @@ def tensor_signal_to_noise(hidden: torch.Tensor, config: LSTMOptimizerConfig) ->
     constant for meta-training. 0 for an empty tensor or a fresh state.
     """
     count = len(MOMENTUM_DECAYS) + 1
-    accumulators = hidden.detach()[:, 2 * config.num_layers, :2 * count]
-    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-    accumulators = accumulators.to(dtype)
+    accumulators = hidden.detach()[:, 2 * config.num_layers, :2 * count].to(
+        _statistic_dtype(hidden))
     adam = ADAM_FEATURE - 1  # the feature's momentum among the accumulators
     momentum = accumulators[:, adam] / accumulators[:, count + adam].clamp_min(1e-30)
     second = accumulators[:, count - 1].clamp_min(0.0) / accumulators[:, -1].clamp_min(1e-30)
@@ -391,18 +390,29 @@ def tensor_gradient_change(hidden: torch.Tensor, config: LSTMOptimizerConfig) ->
     empty tensor, -10 when the gradient did not change at all.
     """
     column = config.gradient_column
-    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-    latest_two = hidden.detach()[:, 2 * config.num_layers, column:column + 2].to(dtype)
-    latest_two = torch.nan_to_num(latest_two, nan=0.0, posinf=0.0, neginf=0.0)
+    latest_two = hidden.detach()[:, 2 * config.num_layers, column:column + 2].to(
+        _statistic_dtype(hidden))
     if latest_two.numel() == 0:
         return latest_two.new_zeros(())
-    # divided by the largest entry first, so that the norms cannot overflow
-    latest_two = latest_two / latest_two.abs().amax().clamp_min(torch.finfo(dtype).tiny)
+    latest_two = _finite_scaled_to_one(latest_two)  # one scale for both: their ratio counts
     latest, previous = latest_two[:, 0], latest_two[:, 1]
     before = torch.linalg.vector_norm(previous)
     change = torch.linalg.vector_norm(latest - previous)
     log_ratio = torch.log(change / before).clamp(-FEATURE_CLIP, FEATURE_CLIP)
     return torch.where(before > 0, log_ratio, 0.0)  # no host sync
+
+
+def _statistic_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """Per-tensor statistics are computed in float32, or float64 for a float64 state."""
+    return torch.float64 if hidden.dtype == torch.float64 else torch.float32
+
+
+def _finite_scaled_to_one(values: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """``values`` (not empty) with NaN and inf read as 0, divided by their largest magnitude
+    (over ``dim``, or all of them), so that norms of them cannot overflow."""
+    values = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    largest = values.abs().amax() if dim is None else values.abs().amax(dim=dim, keepdim=True)
+    return values / largest.clamp_min(torch.finfo(values.dtype).tiny)
 
 
 def tensor_statistic(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
@@ -466,17 +476,13 @@ def tensor_step_scale(hidden: torch.Tensor, grad: torch.Tensor, config: LSTMOpti
     gradient or an empty tensor; non-finite entries read as 0. ``maximize``: the gradient is
     that of a loss to maximise, and the net steps along its negation.
     """
-    column, dtype = config.step_scale_column, torch.float64 if hidden.dtype == torch.float64 \
-        else torch.float32
+    column, dtype = config.step_scale_column, _statistic_dtype(hidden)
     if hidden.shape[0] == 0:
         return torch.zeros((), dtype=dtype, device=hidden.device)
     row = hidden.detach()[:, 2 * config.num_layers]
     log_scale = torch.nan_to_num(row[0, column].to(dtype), nan=0.0)
     vectors = torch.stack([grad.detach().to(dtype), row[:, column + 1].to(dtype)])
-    vectors = torch.nan_to_num(vectors, nan=0.0, posinf=0.0, neginf=0.0)
-    # each divided by its largest entry first, so that the norms cannot overflow
-    vectors = vectors / vectors.abs().amax(dim=1, keepdim=True).clamp_min(
-        torch.finfo(dtype).tiny)
+    vectors = _finite_scaled_to_one(vectors, dim=1)  # each its own scale: only angles count
     norms = torch.linalg.vector_norm(vectors, dim=1)
     cosine = torch.dot(vectors[0], vectors[1]) / (norms[0] * norms[1]).clamp_min(
         torch.finfo(dtype).tiny)
