@@ -8,6 +8,7 @@ and without the Hub code; :mod:`learned_optim.hub` uploads it with the weights.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -148,8 +149,13 @@ def _architecture_section(bundle: "WeightsBundle") -> str:
         if config.nominal_step:
             step += " plus a fixed Adam step"
         if config.scales_steps:
-            step += (f", times a per-tensor scale adapted by hypergradient descent "
-                     f"(rate {config.hypergradient_rate:g})")
+            rule = f"rate {config.hypergradient_rate:g}"
+            if config.hypergradient_shrink != 1.0:
+                rule += f", shrinking {config.hypergradient_shrink:g}x faster than it grows"
+            if config.step_scale_bound != math.log(100.0):
+                rule += f", within 1/{math.exp(config.step_scale_bound):.3g} to " \
+                        f"{math.exp(config.step_scale_bound):.3g}"
+            step += f", times a per-tensor scale adapted by hypergradient descent ({rule})"
         rows.append(f"| `{route}` | {config.hidden_size} | {config.num_layers} | {inputs} | "
                     f"{step} | {config.output_scale:g} |")
     return ("## Architecture\n\n"

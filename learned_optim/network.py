@@ -42,13 +42,15 @@ FEATURE_CLIP = 10.0
 _OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0,
                     "parameter_feature": False, "tensor_feature": False,
                     "progress_feature": False, "tensor_statistic": "signal_to_noise",
-                    "nominal_step": False, "hypergradient_rate": 0.0}
+                    "nominal_step": False, "hypergradient_rate": 0.0,
+                    "step_scale_bound": math.log(100.0), "hypergradient_shrink": 1.0}
 # The optional fields grouped by the change that added them, oldest first. A fingerprint leaves
 # out each group whose fields all hold their defaults (see LSTMOptimizerConfig.identity_dict),
 # so that adding an option does not change the fingerprint of weights that do not use it.
 _OPTIONAL_FIELD_GROUPS = (("features", "update", "magnitude_scale"), ("parameter_feature",),
                           ("tensor_feature",), ("progress_feature",), ("tensor_statistic",),
-                          ("nominal_step",), ("hypergradient_rate",))
+                          ("nominal_step",), ("hypergradient_rate",),
+                          ("step_scale_bound", "hypergradient_shrink"))
 # Versions before identity_dict hashed every field they knew: they knew this many groups.
 _GROUPS_KNOWN_BEFORE_IDENTITY = 5
 #: Column of the accumulator row that holds the tensor feature (after the 8 accumulators).
@@ -57,8 +59,9 @@ TENSOR_FEATURE_COLUMN = 2 * (len(MOMENTUM_DECAYS) + 1)
 #: :func:`learned_optim.update.tensor_signal_to_noise` and
 #: :func:`learned_optim.update.tensor_gradient_change`.
 TENSOR_STATISTICS = ("signal_to_noise", "gradient_change")
-#: The per-tensor log step scale of ``hypergradient_rate > 0`` stays in
-#: [-STEP_SCALE_BOUND, STEP_SCALE_BOUND]: the step is scaled by a factor in [1/100, 100].
+#: The largest ``step_scale_bound`` a config accepts: the per-tensor log step scale of
+#: ``hypergradient_rate > 0`` stays in [-step_scale_bound, step_scale_bound], and this caps the
+#: factor on the step at [1/100, 100] (the bound of every net before ``step_scale_bound``).
 STEP_SCALE_BOUND = math.log(100.0)
 
 
@@ -120,6 +123,14 @@ class LSTMOptimizerConfig:
     # grows while successive steps keep going downhill and shrinks when they overshoot
     # (see learned_optim.update.tensor_step_scale; issue 10). 0: off, the step is the net's.
     hypergradient_rate: float = 0.0
+    # With hypergradient_rate > 0: the bound B on the log step scale, |l| <= B, so the step is
+    # scaled by a factor in [e^-B, e^B] (default ln 100; at most STEP_SCALE_BOUND).
+    step_scale_bound: float = math.log(100.0)
+    # With hypergradient_rate > 0: how much faster the scale shrinks than it grows, k >= 1. The
+    # rate is k * beta when the cosine is positive (the previous step overshot) and beta when
+    # it is negative, so a scale that has grown along a valley falls back within a few steps
+    # once the steps start to cross it (issue 10). 1: the symmetric rule of Baydin et al.
+    hypergradient_shrink: float = 1.0
 
     @property
     def input_size(self) -> int:
@@ -212,6 +223,16 @@ class LSTMOptimizerConfig:
                "hypergradient_rate", self.hypergradient_rate, "0 unless features='adaptive' (the "
                "step scale and the previous step are kept beside the adaptive features' running "
                "averages)")
+        _check(_is_real(self.step_scale_bound) and math.isfinite(self.step_scale_bound)
+               and 0.0 < self.step_scale_bound <= STEP_SCALE_BOUND, "step_scale_bound",
+               self.step_scale_bound, f"a number in (0, ln 100 = {STEP_SCALE_BOUND:.6g}]")
+        _check(_is_real(self.hypergradient_shrink) and math.isfinite(self.hypergradient_shrink)
+               and 1.0 <= self.hypergradient_shrink <= 100.0, "hypergradient_shrink",
+               self.hypergradient_shrink, "a number in [1, 100] (1: shrinks as fast as it grows)")
+        for name in ("step_scale_bound", "hypergradient_shrink"):
+            _check(self.scales_steps or getattr(self, name) == _OPTIONAL_FIELDS[name], name,
+                   getattr(self, name), f"its default {_OPTIONAL_FIELDS[name]:g} unless "
+                   "hypergradient_rate > 0 (it shapes the per-tensor step scale)")
         accumulators = self.step_scale_column + 2 * int(self.scales_steps)
         _check(self.features != "adaptive" or self.hidden_size >= accumulators, "hidden_size",
                self.hidden_size, f"at least {accumulators} with features='adaptive'"
@@ -370,7 +391,11 @@ class LSTMOptimizerNet(nn.Module):
                 ", tensor_feature=True" if cfg.tensor_feature else "") + (
                 ", progress_feature=True" if cfg.progress_feature else "") + (
                 ", nominal_step=True" if cfg.nominal_step else "") + (
-                f", hypergradient_rate={cfg.hypergradient_rate}" if cfg.scales_steps else "")
+                f", hypergradient_rate={cfg.hypergradient_rate}" if cfg.scales_steps else "") + (
+                f", step_scale_bound={cfg.step_scale_bound:g}"
+                if cfg.step_scale_bound != _OPTIONAL_FIELDS["step_scale_bound"] else "") + (
+                f", hypergradient_shrink={cfg.hypergradient_shrink:g}"
+                if cfg.hypergradient_shrink != 1.0 else "")
         else:
             text = f"preprocessing={cfg.preprocessing!r}, p={cfg.p}"
         text += f", update={cfg.update!r}, output_scale={cfg.output_scale}"

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from .network import (ADAM_FEATURE, FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY,
-                      STEP_SCALE_BOUND, TENSOR_FEATURE_COLUMN, LSTMOptimizerConfig,
+                      TENSOR_FEATURE_COLUMN, LSTMOptimizerConfig,
                       LSTMOptimizerNet)
 
 __all__ = [
@@ -457,13 +457,17 @@ def tensor_step_scale(hidden: torch.Tensor, grad: torch.Tensor, config: LSTMOpti
     gradient :math:`\nabla_t` over the tensor's coordinates (``grad``, shape ``(n,)``):
 
     .. math::
-        \ell_t = \operatorname{clip}\Big(\ell_{t-1} - \beta
-            \frac{\langle \nabla_t, g_{t-1} \rangle}
-                  {\lVert \nabla_t \rVert \lVert g_{t-1} \rVert},\ \pm \ln 100\Big),
+        c_t = \frac{\langle \nabla_t, g_{t-1} \rangle}
+                   {\lVert \nabla_t \rVert \lVert g_{t-1} \rVert}, \qquad
+        \ell_t = \operatorname{clip}\big(\ell_{t-1} - \beta\, k^{[c_t > 0]}\, c_t,\ \pm B\big),
         \qquad \ell_0 = 0,
 
     and the step :math:`g_t` of every coordinate of the tensor is multiplied by
-    :math:`e^{\ell_t}`. This is the multiplicative hypergradient descent of Baydin et al.
+    :math:`e^{\ell_t}`, with :math:`\beta` = ``hypergradient_rate``, :math:`B` =
+    ``step_scale_bound`` (default :math:`\ln 100`) and :math:`k` = ``hypergradient_shrink``
+    (default 1): with :math:`k > 1` the scale shrinks :math:`k` times faster after a step that
+    overshot (:math:`c_t > 0`) than it grows after one that kept going downhill, like the
+    "bold driver" rule (Battiti 1989). This is the multiplicative hypergradient descent of Baydin et al.
     (2018), "Online learning rate adaptation with hypergradient descent", on a per-tensor log
     step size: the derivative of the loss after the previous step with respect to its log
     scale is :math:`\langle \nabla_t, e^{\ell} g_{t-1} \rangle`, normalised here to a cosine
@@ -488,8 +492,11 @@ def tensor_step_scale(hidden: torch.Tensor, grad: torch.Tensor, config: LSTMOpti
         torch.finfo(dtype).tiny)
     if maximize:
         cosine = -cosine
-    return torch.clamp(log_scale - config.hypergradient_rate * cosine, -STEP_SCALE_BOUND,
-                       STEP_SCALE_BOUND)
+    change = cosine * config.hypergradient_rate
+    if config.hypergradient_shrink != 1.0:  # (in the cosine's dtype: no float32 scalar tensor)
+        change = torch.where(cosine > 0, change * config.hypergradient_shrink, change)
+    bound = config.step_scale_bound
+    return torch.clamp(log_scale - change, -bound, bound)
 
 
 def with_step_scale(hidden: torch.Tensor, grad: torch.Tensor,
@@ -736,8 +743,8 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
     if config.scales_steps:  # written by with_step_scale before this step
         log_scale = hidden[:, accumulator_row, config.step_scale_column]
         # clamped again so that any finite state keeps the step within update_bound
-        scale = torch.exp(torch.clamp(torch.nan_to_num(log_scale, nan=0.0), -STEP_SCALE_BOUND,
-                                      STEP_SCALE_BOUND))
+        bound = config.step_scale_bound
+        scale = torch.exp(torch.clamp(torch.nan_to_num(log_scale, nan=0.0), -bound, bound))
         update = torch.mul(update, scale, out=update if in_place else None)
     return update, (hidden if in_place else torch.stack(new_states, dim=1))
 
@@ -806,12 +813,13 @@ def update_bound(net: LSTMOptimizerNet) -> float:
     where :math:`D` and :math:`S` are :math:`\lVert w_h \rVert_1 + C \lVert w_x \rVert_1 + |b|`
     of the direction and the magnitude rows of the head; ``nominal_step`` adds
     :math:`\text{output\_scale} \cdot C` (Adam's direction, a clipped feature). A per-tensor
-    step scale (``hypergradient_rate > 0``) multiplies the bound by its largest value, 100.
+    step scale (``hypergradient_rate > 0``) multiplies the bound by its largest value,
+    :math:`e^{B}` (``step_scale_bound``; 100 by default).
     """
     config = net.config
     weight = net.head.weight.detach().double()
     bias = net.head.bias.detach().double()
-    largest_scale = math.exp(STEP_SCALE_BOUND) if config.scales_steps else 1.0
+    largest_scale = math.exp(config.step_scale_bound) if config.scales_steps else 1.0
     if config.update != "direction_magnitude":
         return largest_scale * float(weight.abs().sum() + bias.abs().sum()) * config.output_scale
     hidden = config.hidden_size

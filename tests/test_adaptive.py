@@ -386,6 +386,8 @@ def test_optimizer_feeds_each_parameter_its_own_value(tmp_path):
 WITH_TENSOR = dict(ADAPTIVE, tensor_feature=True)
 WITH_CHANGE = dict(WITH_TENSOR, tensor_statistic="gradient_change")
 WITH_SCALE = dict(NOMINAL, hypergradient_rate=0.3)  # each tensor's steps scaled (rate 0.3)
+# the same scale shrinking 3x faster than it grows, within [1/e, e]
+WITH_SHRINK = dict(WITH_SCALE, hypergradient_shrink=3.0, step_scale_bound=1.0)
 
 
 def reference_signal_to_noise(grads):
@@ -444,8 +446,8 @@ def test_untrained_net_with_a_tensor_feature_still_starts_like_adam():
     assert torch.equal(net.head.weight[:, 20:], torch.tensor([[0.0, 0, -1, 0, 0], [0, 0, 0, 0, 0]]))
 
 
-@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE, WITH_SCALE],
-                         ids=["snr", "change", "step-scale"])
+@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE, WITH_SCALE, WITH_SHRINK],
+                         ids=["snr", "change", "step-scale", "step-scale-shrink"])
 def test_per_tensor_nets_are_scale_free_and_bit_exact_across_chunks(config):
     net = net_of(11, **config)
     grads = [mixed_gradients(401, seed=s) for s in range(4)]
@@ -464,8 +466,8 @@ def test_per_tensor_nets_are_scale_free_and_bit_exact_across_chunks(config):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE, WITH_SCALE],
-                         ids=["snr", "change", "step-scale"])
+@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE, WITH_SCALE, WITH_SHRINK],
+                         ids=["snr", "change", "step-scale", "step-scale-shrink"])
 def test_per_tensor_in_place_step_is_bit_identical(config):
     net = net_of(12, **config)
     weights = fuse_weights(net)
@@ -555,8 +557,8 @@ def test_tensor_statistic_option_is_validated_and_signal_to_noise_in_old_configs
     assert (both.progress_column, both.gradient_column) == (9, 10)
 
 
-@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE, WITH_SCALE],
-                         ids=["snr", "change", "step-scale"])
+@pytest.mark.parametrize("config", [WITH_TENSOR, WITH_CHANGE, WITH_SCALE, WITH_SHRINK],
+                         ids=["snr", "change", "step-scale", "step-scale-shrink"])
 def test_optimizer_gives_each_parameter_its_own_tensor_state_and_keeps_it(tmp_path, config):
     """LearnedLSTMOptim equals lstm_update for a per-tensor net, in blocks that span and
     split parameters, and its state_dict carries the feature (and, for gradient_change, the
@@ -794,39 +796,49 @@ def test_model_card_says_a_nominal_step_net_adds_a_fixed_adam_step():
 # -- hypergradient_rate: each tensor's steps scaled by a factor adapted online ----------------
 
 
-def reference_log_scales(unscaled, splits, beta):
+def reference_log_scales(unscaled, splits, beta, bound=math.log(100.0), shrink=1.0):
     """ℓ_t of every tensor in plain Python floats: ℓ_0 = 0 and
-    ℓ_t = clip(ℓ_{t-1} - β cos(∇_t, g_{t-1}), ±ln 100), from the steps ``unscaled`` of the
-    same net without the scale (the scale changes no state the LSTM reads)."""
+    ℓ_t = clip(ℓ_{t-1} - β k^[c > 0] c, ±B) with c = cos(∇_t, g_{t-1}), from the steps
+    ``unscaled`` of the same net without the scale (the scale changes no state the LSTM
+    reads)."""
     def cosine(a, b):
         dot = sum(x * y for x, y in zip(a, b))
         norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
         return dot / norms if norms > 0 else 0.0
 
-    bound = math.log(100.0)
+    def moved(ell, c):
+        return min(max(ell - beta * (shrink if c > 0 else 1.0) * c, -bound), bound)
+
     scales, now = [], [0.0] * len(splits)
     for step, (grad, _) in enumerate(unscaled):
         if step:
             previous = unscaled[step - 1][1]
-            now = [min(max(ell - beta * cosine(g.tolist(), d.tolist()), -bound), bound)
+            now = [moved(ell, cosine(g.tolist(), d.tolist()))
                    for ell, g, d in zip(now, grad.split(splits), previous.split(splits))]
         scales.append(list(now))
     return scales
 
 
-@pytest.mark.parametrize("beta", [0.3, 1.0])
-def test_each_tensors_step_is_scaled_by_its_hypergradient_adapted_factor(beta):
+@pytest.mark.parametrize("beta,rule", [(0.3, {}), (1.0, {}),
+                                       (0.3, dict(step_scale_bound=0.5)),
+                                       (0.3, dict(hypergradient_shrink=4.0)),
+                                       (1.0, dict(step_scale_bound=1.5, hypergradient_shrink=3.0))])
+def test_each_tensors_step_is_scaled_by_its_hypergradient_adapted_factor(beta, rule):
     """The steps equal those of the same net without the scale times e^{ℓ_t}, with ℓ_t the
-    reference's for each tensor; ℓ is kept in the state, and stays within ±ln 100."""
+    reference's for each tensor (with the config's bound B and shrink factor k); ℓ is kept
+    in the state, and stays within ±B."""
     splits = [6, 40]
     plain = net_of(20, **NOMINAL).double()
-    scaled_net = LSTMOptimizerNet(LSTMOptimizerConfig(**dict(NOMINAL, hypergradient_rate=beta)))
+    scaled_net = LSTMOptimizerNet(LSTMOptimizerConfig(**dict(NOMINAL, hypergradient_rate=beta,
+                                                             **rule)))
     scaled_net.load_state_dict(plain.state_dict())
     scaled_net = scaled_net.double().requires_grad_(False)
     g = torch.Generator().manual_seed(0)
     grads = [torch.randn(46, generator=g, dtype=torch.float64) + 0.5 for _ in range(12)]
     unscaled, _ = run_steps(plain, grads, split=splits)
-    want = reference_log_scales(list(zip(grads, unscaled)), splits, beta)
+    want = reference_log_scales(list(zip(grads, unscaled)), splits, beta, **{
+        {"step_scale_bound": "bound", "hypergradient_shrink": "shrink"}[k]: v
+        for k, v in rule.items()})
     weights = fuse_weights(scaled_net)
     hidden = [scaled_net.initial_state(n, dtype=torch.float64) for n in splits]
     column = scaled_net.config.step_scale_column
@@ -839,6 +851,8 @@ def test_each_tensors_step_is_scaled_by_its_hypergradient_adapted_factor(beta):
             torch.testing.assert_close(update, plain_update * math.exp(ell), rtol=1e-12,
                                        atol=0)
     assert any(abs(ell) > 0.1 for ells in want for ell in ells)  # the scale did move
+    if "step_scale_bound" in rule:  # the bound was reached, and held
+        assert max(abs(ell) for ells in want for ell in ells) == rule["step_scale_bound"]
 
 
 def test_step_scale_grows_while_steps_go_downhill_and_shrinks_when_they_overshoot():
@@ -859,6 +873,38 @@ def test_step_scale_grows_while_steps_go_downhill_and_shrinks_when_they_overshoo
             _, (hidden,) = lstm_update([grad], [hidden], weights)
             seen.append(float(hidden[0, 4, column]))
         assert seen == pytest.approx(want, abs=1e-6)
+
+
+def test_step_scale_shrinks_k_times_faster_than_it_grows_and_stops_at_its_bound():
+    """hypergradient_shrink k: after an overshoot (cos = +1) ℓ falls by kβ, after a step
+    that kept going downhill (cos = -1) it grows by β; step_scale_bound B caps |ℓ| (the
+    silent-head net of the test above: Adam(lr=output_scale) steps)."""
+    config = LSTMOptimizerConfig(**dict(NOMINAL, hypergradient_rate=0.5, hypergradient_shrink=3.0,
+                                        step_scale_bound=1.2))
+    net = LSTMOptimizerNet(config)
+    with torch.no_grad():
+        net.head.weight.zero_()
+    net.requires_grad_(False)
+    weights, column = fuse_weights(net), config.step_scale_column
+    # Adam's steps stay negative (its momentum outweighs a single flipped gradient), so a
+    # positive gradient says the last step went downhill (+β) and a negative one that it
+    # overshot (-kβ = -1.5): three downhill (the third capped at B = 1.2), overshoot,
+    # downhill, overshoot (capped at -B)
+    signs = [1, 1, 1, 1, -1, 1, -1]
+    want = [0.0, 0.5, 1.0, 1.2, -0.3, 0.2, -1.2]
+    hidden, seen = net.initial_state(5), []
+    for sign in signs:
+        _, (hidden,) = lstm_update([torch.full((5,), 0.7 * sign)], [hidden], weights)
+        seen.append(float(hidden[0, 4, column]))
+    assert seen == pytest.approx(want, abs=1e-6)
+
+
+def test_a_tighter_step_scale_bound_tightens_update_bound():
+    loose = net_of(5, **dict(NOMINAL, hypergradient_rate=0.3))
+    tight = LSTMOptimizerNet(LSTMOptimizerConfig(**dict(NOMINAL, hypergradient_rate=0.3,
+                                                        step_scale_bound=math.log(10.0))))
+    tight.load_state_dict(loose.state_dict())
+    assert update_bound(tight) == pytest.approx(update_bound(loose) / 10, rel=1e-12)
 
 
 def test_step_scale_is_zero_for_a_fresh_state_and_finite_for_any_input():
@@ -898,6 +944,23 @@ def test_optimizer_scales_maximize_steps_like_the_update_rule_on_the_negated_gra
 
 
 @pytest.mark.parametrize("fields,message", [
+    (dict(NOMINAL, step_scale_bound=1.0), "step_scale_bound=1.0.*unless hypergradient_rate > 0"),
+    (dict(NOMINAL, hypergradient_shrink=2.0),
+     "hypergradient_shrink=2.0.*unless hypergradient_rate > 0"),
+    (dict(WITH_SCALE, step_scale_bound=0.0), r"step_scale_bound=0.0.*a number in \(0, ln 100"),
+    (dict(WITH_SCALE, step_scale_bound=5.0), r"step_scale_bound=5.0.*a number in \(0, ln 100"),
+    (dict(WITH_SCALE, step_scale_bound=float("inf")), "step_scale_bound=inf"),
+    (dict(WITH_SCALE, step_scale_bound=True), "step_scale_bound=True"),
+    (dict(WITH_SCALE, hypergradient_shrink=0.5), r"hypergradient_shrink=0.5.*\[1, 100\]"),
+    (dict(WITH_SCALE, hypergradient_shrink=float("nan")), "hypergradient_shrink=nan"),
+    (dict(WITH_SCALE, hypergradient_shrink="3"), "hypergradient_shrink='3'"),
+])
+def test_bad_step_scale_rules_are_refused(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        LSTMOptimizerConfig(**fields)
+
+
+@pytest.mark.parametrize("fields,message", [
     (dict(hypergradient_rate=0.03), "hypergradient_rate=0.03.*unless features='adaptive'"),
     (dict(ADAPTIVE, hypergradient_rate=-0.1), r"hypergradient_rate=-0.1.*a number in \[0, 1\]"),
     (dict(ADAPTIVE, hypergradient_rate=2.0), r"hypergradient_rate=2.0.*a number in \[0, 1\]"),
@@ -921,5 +984,12 @@ def test_step_scale_is_off_in_old_configs_and_named_by_repr_and_model_card():
     assert scaled.config.per_tensor and "hypergradient_rate=0.3" in repr(scaled)
     card = model_card_text(WeightsBundle({"fc": scaled}, name="scaled"))
     assert "per-tensor scale adapted by hypergradient descent (rate 0.3)" in card
+    ruled = LSTMOptimizerNet(LSTMOptimizerConfig(**dict(WITH_SCALE, hypergradient_shrink=10.0,
+                                                        step_scale_bound=math.log(10.0))))
+    assert "step_scale_bound=2.30259, hypergradient_shrink=10" in repr(ruled)
+    assert ("(rate 0.3, shrinking 10x faster than it grows, within 1/10 to 10)"
+            in model_card_text(WeightsBundle({"fc": ruled}, name="ruled")))
+    assert "step_scale_bound" in ruled.config.identity_dict()
+    assert "step_scale_bound" not in scaled.config.identity_dict()  # default: fingerprint kept
     assert "hypergradient" not in model_card_text(WeightsBundle({"fc": net_of(0, **NOMINAL)},
                                                                 name="nominal"))

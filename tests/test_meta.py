@@ -185,15 +185,20 @@ def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_nominal_adam
     assert losses[-1] < losses[0]
 
 
-def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_per_tensor_step_scale():
+@pytest.mark.parametrize("rule", [{}, dict(hypergradient_shrink=3.0, step_scale_bound=0.4)])
+def test_unrolled_training_and_the_optimizer_agree_for_a_net_with_a_per_tensor_step_scale(rule):
     """hypergradient_rate: the MetaTrainer's unroll scales each tensor's steps by the same
-    hypergradient-adapted factor as the optimizer, over more steps than the scale needs to move
-    off 1, and the meta-gradient still reaches the head through the scaled step."""
+    hypergradient-adapted factor as the optimizer (also with a shrink factor and a tight
+    bound), over more steps than the scale needs to move off 1, and the meta-gradient still
+    reaches the head through the scaled step."""
     net_config = LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
-                                     output_scale=0.01, nominal_step=True, hypergradient_rate=0.3)
+                                     output_scale=0.01, nominal_step=True, hypergradient_rate=0.3,
+                                     **rule)
     trainer, task = trainer_whose_head_gets_a_meta_gradient(net_config, 8)
     scaled = assert_optimizer_follows_the_unroll(task, trainer.nets, steps=8)
-    unscaled_net = LSTMOptimizerNet(dataclasses.replace(net_config, hypergradient_rate=0.0))
+    unscaled_net = LSTMOptimizerNet(LSTMOptimizerConfig(**{
+        **net_config.to_dict(), "hypergradient_rate": 0.0,
+        **{name: LSTMOptimizerConfig().to_dict()[name] for name in rule}}))
     unscaled_net.load_state_dict(trainer.nets["fc"].state_dict())
     unscaled = evaluate(task, {"fc": unscaled_net}, 8)
     assert scaled[:2] == unscaled[:2]  # the scale is 1 until there is a previous step

@@ -85,10 +85,11 @@ def test_state_dict_saved_under_an_earlier_fingerprint_still_loads():
     """Versions before identity_dict hashed every config field they knew: a state_dict that
     records such a fingerprint belongs to the same weights; one of other weights does not."""
     bundle = WeightsBundle({"fc": random_net(0)})
-    # the fields of the last version that hashed every field (nominal_step and
-    # hypergradient_rate came after it)
+    # the fields of the last version that hashed every field (nominal_step, hypergradient_rate,
+    # step_scale_bound and hypergradient_shrink came after it)
+    later = ("nominal_step", "hypergradient_rate", "step_scale_bound", "hypergradient_shrink")
     every_field = {"fc": {k: v for k, v in bundle.nets["fc"].config.to_dict().items()
-                          if k not in ("nominal_step", "hypergradient_rate")}}
+                          if k not in later}}
     before_tensor_statistic = {"fc": {k: v for k, v in every_field["fc"].items()
                                       if k != "tensor_statistic"}}
     p = torch.nn.Parameter(torch.zeros(40))
