@@ -166,6 +166,14 @@ VARIANTS = {
     "adaptive-wide-log-800-val1000-avg-nominal-hyper": (
         "mixture-wide", "digits-mlp-tanh-1000",
         dict(_AVERAGED, net=dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03))),
+    # nineteenth round: that recipe with the per-tensor step scale bounded to [1/30, 30]
+    # instead of [1/100, 100] (step_scale_bound): on the shipped weights the bound removed the
+    # loss blow-ups of two steep curved valleys at a small cost on validation
+    # (step_scale_probe.py)
+    "adaptive-wide-log-800-val1000-avg-nominal-hyper-b30": (
+        "mixture-wide", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, net=dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03,
+                                 step_scale_bound=math.log(30.0)))),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
