@@ -7,6 +7,7 @@ measured wall times).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +38,12 @@ ADAPTIVE_NET = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10
                     output_scale=0.01, features="adaptive", update="direction_magnitude",
                     magnitude_scale=1.0)
 
-#: The net of ``default`` since issue 10's eighteenth round: that net plus a fixed Adam step
+#: The net of ``default`` since issue 10's nineteenth round: that net plus a fixed Adam step
 #: (``nominal_step``) and each tensor's step scaled by a factor adapted online by hypergradient
-#: descent (``hypergradient_rate``, Baydin et al. 2018).
-DEFAULT_NET = dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03)
+#: descent (``hypergradient_rate``, Baydin et al. 2018; eighteenth round), bounded to [1/30, 30]
+#: (``step_scale_bound``; nineteenth round).
+DEFAULT_NET = dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03,
+                   step_scale_bound=math.log(30.0))
 
 PRESETS: dict[str, Preset] = {
     "l2l-quadratic": Preset(
@@ -67,7 +70,7 @@ PRESETS: dict[str, Preset] = {
                     weight_average_decay=0.998),
         description="adaptive features, a fixed Adam(lr=0.01) step plus a learned direction x "
                     "exp(magnitude) one, each tensor's step scaled by a factor adapted by "
-                    "hypergradient descent (rate 0.03); wide mixture: "
+                    "hypergradient descent (rate 0.03) within [1/30, 30]; wide mixture: "
                     "quadratics, digits MLPs (sigmoid/tanh/ReLU, widths 10-80, depth 1-2, batch "
                     "32-256) and synthetic teacher-student regressions at random target and "
                     "initialisation scales, 800-step runs, log-loss meta-objective, the epoch kept "
