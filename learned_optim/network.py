@@ -130,6 +130,8 @@ class LSTMOptimizerConfig:
     # rate is k * beta when the cosine is positive (the previous step overshot) and beta when
     # it is negative, so a scale that has grown along a valley falls back within a few steps
     # once the steps start to cross it (issue 10). 1: the symmetric rule of Baydin et al.
+    # No bundled optimizer uses k > 1: on minibatch gradients the cosine is as often positive
+    # as negative, so the scale then drifts down (README, the nineteenth round's probe).
     hypergradient_shrink: float = 1.0
 
     @property
