@@ -1,7 +1,7 @@
-r"""Probe: the shipped `default`'s weights under other per-tensor step-scale rules, on a
-stability panel of ill-conditioned test functions (issue 10; nothing here is shipped).
+r"""Probe: a bundle's weights under other per-tensor step-scale rules, on a stability panel of
+ill-conditioned test functions (issue 10; nothing here is shipped).
 
-`default` (the eighteenth round) scales each tensor's step by :math:`e^{\ell}`,
+The eighteenth round's `default` (fingerprint c2e33cb39986c3ce, in git at 563ff62) scales each tensor's step by :math:`e^{\ell}`,
 :math:`\ell \leftarrow \operatorname{clip}(\ell - \beta k^{[c > 0]} c, \pm B)` with
 :math:`c = \cos(\nabla_t, g_{t-1})`, :math:`\beta = 0.03`, :math:`B = \ln 100`, :math:`k = 1`
 (:func:`learned_optim.update.tensor_step_scale`). Held out, one of five Rosenbrock seeds blew
@@ -20,7 +20,7 @@ functions that are **not** in the held-out suite (Rosenbrock stays held out):
 * a cubic valley, :math:`(1 - x)^2 + 100 (y - x^3)^2`, from starts around (-1, -1) (minimum 0
   at (1, 1)).
 
-With :math:`B = \ln 100, k = 1` (the shipped `default`) the loss of the steep sine valley
+With :math:`B = \ln 100, k = 1` (the eighteenth round's `default`) the loss of the steep sine valley
 rose above 10x its start on 7 of 10 seeds and that of the cubic valley on 2 of 10.
 
 A seed *blows up* when its loss ever exceeds 10x its starting loss or goes non-finite, as in
@@ -30,8 +30,9 @@ the evaluation's "blow-ups" column. Each seed runs alone (the scale is per tenso
         --out /tmp/ssp/probe.json
 
 (ln 100 = 4.605170185988092, ln 30 = 3.4011973816621555, ln 10 = 2.302585092994046.)
-``--weights DIR`` probes a bundle folder, with its own rule when ``--settings`` is
-``own``; ``--functions`` picks panel members.
+``--weights`` picks the bundle (a bundled name or a folder; default: the bundled `default`,
+since the nineteenth round not the weights the probe was first run on), run with its own
+rule when ``--settings`` is ``own``; ``--functions`` picks panel members.
 
 Prints per function and setting the blow-ups, the median final loss (mean of the last 10%)
 and the largest peak / start ratio; ``B:k`` settings are given as numbers.
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from learned_optim.evaluation.evaluate import blown_up, peak_loss
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, run_losses
 from learned_optim.tasks.base import Task, TaskFamily
 from learned_optim.tasks.heldout import _Point  # a point in R^n as a module (no data)
@@ -153,12 +155,10 @@ def main() -> None:
             started = time.time()
             seeds = SEEDS[:args.seeds]
             curves = run_losses(family, seeds, family.horizon, spec)[0]
-            start = curves[:, 0].abs()
-            peak = torch.where(torch.isfinite(curves), curves,
-                               torch.full_like(curves, math.inf)).amax(-1)
             finals = final_loss(curves[None])[0]
-            blow_ups = int((peak > 10 * start).sum())
-            entry = {"final": finals.tolist(), "peak_over_start": (peak / start).tolist(),
+            blow_ups = int(blown_up(curves).sum())
+            entry = {"final": finals.tolist(),
+                     "peak_over_start": (peak_loss(curves) / curves[:, 0].abs()).tolist(),
                      "blow_ups": blow_ups}
             results.setdefault(family.name, {})[setting] = entry
             print(f"{family.name:16s} B:k={setting:22s} blow-ups {blow_ups}/{len(seeds)}  "

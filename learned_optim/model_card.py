@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .network import STEP_SCALE_BOUND
+
 if TYPE_CHECKING:  # imported for annotations only: weights.py imports this module lazily
     from .weights import WeightsBundle
 
@@ -152,7 +154,7 @@ def _architecture_section(bundle: "WeightsBundle") -> str:
             rule = f"rate {config.hypergradient_rate:g}"
             if config.hypergradient_shrink != 1.0:
                 rule += f", shrinking {config.hypergradient_shrink:g}x faster than it grows"
-            if config.step_scale_bound != math.log(100.0):
+            if config.step_scale_bound != STEP_SCALE_BOUND:
                 rule += f", within 1/{math.exp(config.step_scale_bound):.3g} to " \
                         f"{math.exp(config.step_scale_bound):.3g}"
             step += f", times a per-tensor scale adapted by hypergradient descent ({rule})"

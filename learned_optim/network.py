@@ -38,12 +38,16 @@ ADAM_FEATURE = 1 + MOMENTUM_DECAYS.index(0.9)
 SECOND_MOMENT_DECAY = 0.999
 #: Adaptive features are clipped to [-FEATURE_CLIP, FEATURE_CLIP].
 FEATURE_CLIP = 10.0
+#: The largest ``step_scale_bound`` a config accepts: the per-tensor log step scale of
+#: ``hypergradient_rate > 0`` stays in [-step_scale_bound, step_scale_bound], and this caps the
+#: factor on the step at [1/100, 100] (the bound of every net before ``step_scale_bound``).
+STEP_SCALE_BOUND = math.log(100.0)
 # Fields added after format 1's first bundles; a config without them means the paper's net.
 _OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_scale": 1.0,
                     "parameter_feature": False, "tensor_feature": False,
                     "progress_feature": False, "tensor_statistic": "signal_to_noise",
                     "nominal_step": False, "hypergradient_rate": 0.0,
-                    "step_scale_bound": math.log(100.0), "hypergradient_shrink": 1.0}
+                    "step_scale_bound": STEP_SCALE_BOUND, "hypergradient_shrink": 1.0}
 # The optional fields grouped by the change that added them, oldest first. A fingerprint leaves
 # out each group whose fields all hold their defaults (see LSTMOptimizerConfig.identity_dict),
 # so that adding an option does not change the fingerprint of weights that do not use it.
@@ -59,10 +63,6 @@ TENSOR_FEATURE_COLUMN = 2 * (len(MOMENTUM_DECAYS) + 1)
 #: :func:`learned_optim.update.tensor_signal_to_noise` and
 #: :func:`learned_optim.update.tensor_gradient_change`.
 TENSOR_STATISTICS = ("signal_to_noise", "gradient_change")
-#: The largest ``step_scale_bound`` a config accepts: the per-tensor log step scale of
-#: ``hypergradient_rate > 0`` stays in [-step_scale_bound, step_scale_bound], and this caps the
-#: factor on the step at [1/100, 100] (the bound of every net before ``step_scale_bound``).
-STEP_SCALE_BOUND = math.log(100.0)
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class LSTMOptimizerConfig:
     hypergradient_rate: float = 0.0
     # With hypergradient_rate > 0: the bound B on the log step scale, |l| <= B, so the step is
     # scaled by a factor in [e^-B, e^B] (default ln 100; at most STEP_SCALE_BOUND).
-    step_scale_bound: float = math.log(100.0)
+    step_scale_bound: float = STEP_SCALE_BOUND
     # With hypergradient_rate > 0: how much faster the scale shrinks than it grows, k >= 1. The
     # rate is k * beta when the cosine is positive (the previous step overshot) and beta when
     # it is negative, so a scale that has grown along a valley falls back within a few steps
@@ -394,10 +394,9 @@ class LSTMOptimizerNet(nn.Module):
                 ", progress_feature=True" if cfg.progress_feature else "") + (
                 ", nominal_step=True" if cfg.nominal_step else "") + (
                 f", hypergradient_rate={cfg.hypergradient_rate}" if cfg.scales_steps else "") + (
-                f", step_scale_bound={cfg.step_scale_bound:g}"
-                if cfg.step_scale_bound != _OPTIONAL_FIELDS["step_scale_bound"] else "") + (
-                f", hypergradient_shrink={cfg.hypergradient_shrink:g}"
-                if cfg.hypergradient_shrink != 1.0 else "")
+                "".join(f", {name}={getattr(cfg, name):g}"
+                        for name in ("step_scale_bound", "hypergradient_shrink")
+                        if getattr(cfg, name) != _OPTIONAL_FIELDS[name]))
         else:
             text = f"preprocessing={cfg.preprocessing!r}, p={cfg.p}"
         text += f", update={cfg.update!r}, output_scale={cfg.output_scale}"

@@ -796,7 +796,8 @@ def test_model_card_says_a_nominal_step_net_adds_a_fixed_adam_step():
 # -- hypergradient_rate: each tensor's steps scaled by a factor adapted online ----------------
 
 
-def reference_log_scales(unscaled, splits, beta, bound=math.log(100.0), shrink=1.0):
+def reference_log_scales(unscaled, splits, beta, step_scale_bound=math.log(100.0),
+                         hypergradient_shrink=1.0):
     """ℓ_t of every tensor in plain Python floats: ℓ_0 = 0 and
     ℓ_t = clip(ℓ_{t-1} - β k^[c > 0] c, ±B) with c = cos(∇_t, g_{t-1}), from the steps
     ``unscaled`` of the same net without the scale (the scale changes no state the LSTM
@@ -807,6 +808,7 @@ def reference_log_scales(unscaled, splits, beta, bound=math.log(100.0), shrink=1
         return dot / norms if norms > 0 else 0.0
 
     def moved(ell, c):
+        bound, shrink = step_scale_bound, hypergradient_shrink
         return min(max(ell - beta * (shrink if c > 0 else 1.0) * c, -bound), bound)
 
     scales, now = [], [0.0] * len(splits)
@@ -836,9 +838,7 @@ def test_each_tensors_step_is_scaled_by_its_hypergradient_adapted_factor(beta, r
     g = torch.Generator().manual_seed(0)
     grads = [torch.randn(46, generator=g, dtype=torch.float64) + 0.5 for _ in range(12)]
     unscaled, _ = run_steps(plain, grads, split=splits)
-    want = reference_log_scales(list(zip(grads, unscaled)), splits, beta, **{
-        {"step_scale_bound": "bound", "hypergradient_shrink": "shrink"}[k]: v
-        for k, v in rule.items()})
+    want = reference_log_scales(list(zip(grads, unscaled)), splits, beta, **rule)
     weights = fuse_weights(scaled_net)
     hidden = [scaled_net.initial_state(n, dtype=torch.float64) for n in splits]
     column = scaled_net.config.step_scale_column

@@ -24,10 +24,23 @@ from .runner import OptimizerSpec, final_loss, mean_loss, run_losses, time_per_s
 from .stats import mean_ci, paired_difference, verdict
 from .suites import Protocol, Row
 
-__all__ = ["OptimizerResult", "RowResult", "evaluate_row", "TUNED_ADAM", "UNTUNED_ADAM"]
+__all__ = ["OptimizerResult", "RowResult", "evaluate_row", "peak_loss", "blown_up", "TUNED_ADAM",
+           "UNTUNED_ADAM"]
 
 TUNED_ADAM = "Adam (tuned)"
 UNTUNED_ADAM = "Adam (lr=1e-3)"
+
+
+def peak_loss(curves: torch.Tensor) -> torch.Tensor:
+    """Each seed's largest loss over the run (``curves``: ``(seeds, steps)``), inf where the
+    run went non-finite."""
+    return torch.where(torch.isfinite(curves), curves,
+                       torch.full_like(curves, math.inf)).amax(-1)
+
+
+def blown_up(curves: torch.Tensor) -> torch.Tensor:
+    """Per seed, whether its loss ever exceeded 10x its initial loss (or went non-finite)."""
+    return peak_loss(curves) > 10 * curves[:, 0].abs()
 
 
 @dataclass
@@ -55,9 +68,7 @@ class OptimizerResult:
     @property
     def blow_ups(self) -> int:
         """Seeds whose loss ever exceeded 10x their initial loss (or went non-finite)."""
-        peak = torch.where(torch.isfinite(self.curves), self.curves,
-                           torch.full_like(self.curves, math.inf)).amax(-1)
-        return int((peak > 10 * self.curves[:, 0].abs()).sum())
+        return int(blown_up(self.curves).sum())
 
     @property
     def lr_at_grid_edge(self) -> bool:
