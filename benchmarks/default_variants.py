@@ -174,6 +174,16 @@ VARIANTS = {
         "mixture-wide", "digits-mlp-tanh-1000",
         dict(_AVERAGED, net=dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03,
                                  step_scale_bound=math.log(30.0)))),
+    # twentieth round: that recipe on the wider mixture (+ tanh RNNs, patch autoencoders, noisy
+    # regressions: the kinds of problem `default` still loses, held out and on validation),
+    # for 16 epochs instead of 12 so that each of its 25 members is seen about as often as
+    # the wide mixture's 17 are in 12 (the ninth round tried the mixture at 12 epochs with
+    # the fifth round's net, which had neither the fixed Adam step nor the step scale)
+    "adaptive-wider-log-800-val1000-avg-nominal-hyper-b30-e16": (
+        "mixture-wider", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, epochs=16, net=dict(ADAPTIVE_NET, nominal_step=True,
+                                            hypergradient_rate=0.03,
+                                            step_scale_bound=math.log(30.0)))),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
