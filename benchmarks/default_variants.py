@@ -184,6 +184,13 @@ VARIANTS = {
         dict(_AVERAGED, epochs=16, net=dict(ADAPTIVE_NET, nominal_step=True,
                                             hypergradient_rate=0.03,
                                             step_scale_bound=math.log(30.0)))),
+    # twenty-second round: the nineteenth round's recipe (`default`'s) with generated curved
+    # valleys as 2 of the mixture's 19 members: 2 of its 4 seeds blow up on the stability
+    # panel's curved valleys (step_scale_probe.py), a kind of problem it never trains on
+    "adaptive-wide-valleys-log-800-val1000-avg-nominal-hyper-b30": (
+        "mixture-wide-valleys", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, net=dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03,
+                                 step_scale_bound=math.log(30.0)))),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

@@ -17,11 +17,12 @@ from .image_patches import PatchAutoencoderFamily
 from .neural_art import NeuralArtFamily
 from .quadratic import QuadraticFamily
 from .synthetic import TeacherRegressionFamily, TeacherRNNFamily
+from .valleys import CurvedValleyFamily
 
 __all__ = ["Task", "TaskFamily", "FunctionTaskFamily", "MixtureFamily", "named_routes",
            "TaskPanel", "TASK_FAMILIES", "get_task_family", "QuadraticFamily", "DigitsMLPFamily",
            "DigitsCNNFamily", "NeuralArtFamily", "TeacherRegressionFamily", "TeacherRNNFamily",
-           "PatchAutoencoderFamily", "ReparamFamily", "ReparamTask"]
+           "PatchAutoencoderFamily", "ReparamFamily", "ReparamTask", "CurvedValleyFamily"]
 
 
 class MixtureFamily(TaskFamily):
@@ -127,6 +128,17 @@ def _wider_mixture() -> MixtureFamily:
     return MixtureFamily(members, name="mixture-wider", horizon=200)
 
 
+def _wide_valley_mixture() -> MixtureFamily:
+    """The wide mixture plus generated curved valleys (:class:`CurvedValleyFamily`, issue 10,
+    twenty-second round) as 2 of its 19 members: narrow bending valleys where a step scale
+    that grew along the floor overshoots at a bend, a kind of problem the wide mixture lacks.
+    The held-out Rosenbrock function and the stability panel's functions
+    (``benchmarks/step_scale_probe.py``) stay unseen."""
+    wide = _wide_mixture()
+    return MixtureFamily(wide.members + [CurvedValleyFamily()] * 2, name="mixture-wide-valleys",
+                         horizon=200)
+
+
 TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "quadratic": QuadraticFamily,
     "digits-mlp": DigitsMLPFamily,
@@ -151,6 +163,8 @@ TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "patch-autoencoder": PatchAutoencoderFamily,
     "teacher-regression-noisy": _noisy_regression,
     "selection-panel-1000": _selection_panel,
+    "curved-valley": CurvedValleyFamily,
+    "mixture-wide-valleys": _wide_valley_mixture,
     # the wide mixture in rescaled coordinates (issue 10, thirteenth round): each task as it
     # is, or with all its parameters or each tensor rescaled by a log-uniform factor in
     # [0.1, 10], so the step a task wants varies 100-fold at the same gradient statistics
