@@ -1,0 +1,120 @@
+"""Generated curved valleys (issue 10, twenty-second round): the meta-training family that
+brings bending narrow valleys into ``default``'s mixture, kept apart from the held-out
+Rosenbrock function and the stability panel."""
+
+import math
+
+import pytest
+import torch
+
+from learned_optim.meta import MetaTrainConfig, MetaTrainer
+from learned_optim.meta.presets import DEFAULT_NET
+from learned_optim.tasks import CurvedValleyFamily, get_task_family
+
+
+def coefficients(task):
+    return task.loss_fn  # the _Valleys object: a, A, omega, s, B, b, w per valley
+
+
+def reference_loss(valleys, theta):
+    """The module docstring's formula, written again in plain floats."""
+    total = 0.0
+    for j in range(len(valleys.minimum_x)):
+        x, y = float(theta[2 * j]), float(theta[2 * j + 1])
+        floor = (float(valleys.bend[j]) * math.tanh(float(valleys.sharpness[j])
+                                                    * (x - float(valleys.bend_at[j])))
+                 + float(valleys.bump[j]) * math.exp(-(x - float(valleys.bump_at[j])) ** 2))
+        total += (x - float(valleys.minimum_x[j])) ** 2 + float(valleys.wall[j]) * (y - floor) ** 2
+    return total
+
+
+def test_the_loss_is_the_documented_formula_with_minimum_zero_on_the_floor():
+    family = CurvedValleyFamily()
+    for seed in range(6):
+        task = family.sample(seed)
+        valleys = coefficients(task)
+        start = task.params["xy"].double()
+        assert task.loss({"xy": start}, 0).item() == pytest.approx(
+            reference_loss(valleys, start), rel=1e-12)
+        x = valleys.minimum_x
+        minimum = torch.stack([x, valleys.floor(x)], 1).reshape(-1)
+        assert task.loss({"xy": minimum}, 0).item() == 0.0
+        # a point off the floor costs the wall: w * distance^2
+        off = minimum.clone()
+        off[1] += 0.1
+        assert task.loss({"xy": off}, 0).item() == pytest.approx(
+            float(valleys.wall[0]) * 0.01, rel=1e-9)
+
+
+def test_coefficients_and_starts_lie_in_their_documented_ranges():
+    family = CurvedValleyFamily()
+    counts = set()
+    for seed in range(60):
+        task = family.sample(seed)
+        valleys = coefficients(task)
+        k = len(valleys.minimum_x)
+        counts.add(k)
+        assert task.params["xy"].shape == (2 * k,) and task.params["xy"].dtype == torch.float32
+        assert ((valleys.wall >= 10) & (valleys.wall <= 1000)).all()
+        assert ((valleys.bend.abs() >= 0.5) & (valleys.bend.abs() <= 2)).all()
+        assert ((valleys.sharpness >= 0.5 - 1e-12) & (valleys.sharpness <= 3 + 1e-12)).all()
+        x, y = task.params["xy"].double()[0::2], task.params["xy"].double()[1::2]
+        along = (x - valleys.minimum_x).abs()
+        assert ((along >= 2 - 1e-6) & (along <= 4 + 1e-6)).all()
+        assert ((y - valleys.floor(x)).abs() <= 1 + 1e-5).all()
+    assert counts == {1, 2, 4}
+
+
+def test_tasks_are_seeded():
+    family = CurvedValleyFamily()
+    first, again, other = family.sample(7), family.sample(7), family.sample(8)
+    assert torch.equal(first.params["xy"], again.params["xy"])
+    assert first.loss(first.params, 0).item() == again.loss(again.params, 0).item()
+    assert first.loss(first.params, 0).item() != other.loss(other.params, 0).item()
+
+
+def test_adam_travels_the_valley_floor_to_the_minimum():
+    task = CurvedValleyFamily(valleys=(2,)).sample(3)
+    theta = task.params["xy"].clone().requires_grad_()
+    optimizer = torch.optim.Adam([theta], lr=0.1)
+    start = task.loss({"xy": theta}, 0).item()
+    for step in range(800):
+        optimizer.zero_grad()
+        loss = task.loss({"xy": theta}, step)
+        loss.backward()
+        optimizer.step()
+    assert math.isfinite(loss.item()) and loss.item() < 1e-3 * start
+
+
+def test_float64_parameters_give_a_float64_loss():
+    task = CurvedValleyFamily().sample(1)
+    loss = task.loss({"xy": task.params["xy"].double()}, 0)
+    assert loss.dtype == torch.float64
+
+
+def test_bad_valley_counts_are_refused():
+    for valleys in ((), (0, 2)):
+        with pytest.raises(ValueError, match="valleys must be"):
+            CurvedValleyFamily(valleys=valleys)
+
+
+def test_valley_mixture_is_the_wide_mixture_plus_two_valley_members():
+    wide = get_task_family("mixture-wide").describe()["members"]
+    mixture = get_task_family("mixture-wide-valleys").describe()["members"]
+    assert mixture[:len(wide)] == wide
+    assert [member["name"] for member in mixture[len(wide):]] == ["curved-valley"] * 2
+    assert mixture[-1]["valleys"] == [1, 2, 4]
+    assert not any("evaluation_only" in member or member["name"] == "rosenbrock"
+                   for member in mixture)
+
+
+def test_the_meta_trainer_trains_default_s_net_on_curved_valleys():
+    config = MetaTrainConfig(epochs=1, tasks_per_epoch=2, validation_tasks=1, horizon=40,
+                             net=DEFAULT_NET, meta_objective="log_loss")
+    family = get_task_family("curved-valley")
+    trainer = MetaTrainer(family, config, validation_family=family)
+    before = [p.detach().clone() for p in trainer.nets["fc"].parameters()]
+    bundle = trainer.train(progress=False)
+    metrics = bundle.provenance["metrics"]
+    assert math.isfinite(metrics["validation_final_loss"]) and metrics["skipped_meta_updates"] == 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.nets["fc"].parameters()))
