@@ -118,3 +118,42 @@ def test_the_meta_trainer_trains_default_s_net_on_curved_valleys():
     metrics = bundle.provenance["metrics"]
     assert math.isfinite(metrics["validation_final_loss"]) and metrics["skipped_meta_updates"] == 0
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.nets["fc"].parameters()))
+
+
+def _load_benchmark(name):
+    import importlib.util
+    import sys
+    from pathlib import Path
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(benchmarks))
+    try:
+        spec = importlib.util.spec_from_file_location(name, benchmarks / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(benchmarks))
+    return module
+
+
+def test_last_epoch_weights_are_what_validation_scored_at_the_run_s_last_epoch(tmp_path,
+                                                                             monkeypatch):
+    """benchmarks/last_epoch_weights.py (the twenty-third round's probe): from a run's
+    checkpoint, the averaged weights of its last epoch; they differ from the kept (best) ones
+    unless the last epoch is the kept one."""
+    module = _load_benchmark("last_epoch_weights")
+    fields = dict(epochs=2, tasks_per_epoch=2, validation_tasks=1, horizon=30, net=DEFAULT_NET,
+                  meta_objective="log_loss", weight_average_decay=0.5, meta_lr=0.05)
+    monkeypatch.setitem(module.VARIANTS, "tiny-valleys", ("curved-valley", "curved-valley",
+                                                          fields))
+    config = MetaTrainConfig(**{**fields, "seed": 3})  # keeps epoch 1 of 2
+    family = get_task_family("curved-valley")
+    trainer = MetaTrainer(family, config, validation_family=family, name="tiny-valleys",
+                          checkpoint_dir=tmp_path)
+    kept = trainer.train(progress=False)
+    last = trainer.epoch_bundle()
+    written = module.last_epoch_bundle("tiny-valleys", 3, tmp_path)
+    assert kept.provenance["metrics"]["best_epoch"] == 1
+    assert written.provenance["epoch_kept"] == 2
+    assert written.fingerprint() == last.fingerprint() != kept.fingerprint()
+    with pytest.raises(Exception, match="config|checkpoint"):
+        module.last_epoch_bundle("tiny-valleys", 5, tmp_path)  # another seed's config
