@@ -1,7 +1,7 @@
 r"""Generated curved valleys for meta-training (issue 10, twenty-second round).
 
 Narrow valleys that bend are where a learned optimizer's step size must grow along the floor and
-shrink at the walls; the shipped ``default`` blows up on some of them at long horizons
+shrink at the walls; 2 of 4 seeds of ``default``'s recipe blow up on the stability panel's
 (``benchmarks/step_scale_probe.py``). These are *generated* ones, so they may be meta-trained
 on, and they are kept apart from every function used for judging: the held-out suite's
 Rosenbrock valley (a parabola, :math:`y = x^2`) and the stability panel's Beale, Dixon-Price,
