@@ -198,11 +198,19 @@ VARIANTS = {
 }
 
 
+def variant_trainer(name: str, seed: int = 0, **options) -> MetaTrainer:
+    """A :class:`MetaTrainer` for variant ``name`` at ``seed`` (its training and validation
+    families and config); ``options`` go to the trainer (command, device, checkpoint_dir)."""
+    family, validation, fields = VARIANTS[name]
+    return MetaTrainer(get_task_family(family), MetaTrainConfig(**{**fields, "seed": seed}),
+                       validation_family=get_task_family(validation), name=name, **options)
+
+
 def train_variant(name: str, out: Path, seed: int = 0, device: str | None = None,
                   checkpoint_dir: Path | None = None) -> dict:
     """Meta-train variant ``name`` into ``out``; with ``checkpoint_dir``, write a checkpoint
     there after every epoch and continue from one that is already there."""
-    family, validation, fields = VARIANTS[name]
+    family, _, fields = VARIANTS[name]
     config = MetaTrainConfig(**{**fields, "seed": seed})
     command = (f"python benchmarks/default_variants.py --variants {name} --out {out.parent}"
                + (f" --seed {seed}" if seed else "") + (f" --device {device}" if device else ""))
@@ -216,9 +224,8 @@ def train_variant(name: str, out: Path, seed: int = 0, device: str | None = None
             "total_wall_time_s": 0.0})
         bundle.save_pretrained(out)
         return bundle.provenance
-    trainer = MetaTrainer(get_task_family(family), config,
-                          validation_family=get_task_family(validation), name=name,
-                          command=command, device=device, checkpoint_dir=checkpoint_dir)
+    trainer = variant_trainer(name, seed, command=command, device=device,
+                              checkpoint_dir=checkpoint_dir)
     if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).exists():
         trainer.load_checkpoint(checkpoint_dir)
     started = time.perf_counter()

@@ -20,18 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from default_variants import VARIANTS  # noqa: E402
-
-from learned_optim.meta import MetaTrainConfig, MetaTrainer  # noqa: E402
-from learned_optim.tasks import get_task_family  # noqa: E402
+from default_variants import VARIANTS, variant_trainer  # noqa: E402
 
 
 def last_epoch_bundle(variant: str, seed: int, checkpoint_dir: Path):
     """The bundle of the last epoch validation scored in ``checkpoint_dir``'s run."""
-    family, validation, fields = VARIANTS[variant]
-    config = MetaTrainConfig(**{**fields, "seed": seed})
-    trainer = MetaTrainer(get_task_family(family), config,
-                          validation_family=get_task_family(validation), name=variant)
+    trainer = variant_trainer(variant, seed)
     trainer.load_checkpoint(checkpoint_dir)
     return trainer.epoch_bundle()
 

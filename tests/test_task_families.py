@@ -1,12 +1,12 @@
 """The meta-training task families added for the ninth round of issue 10: recurrent models,
 autoencoders on sample-image patches and regressions with an irreducible loss."""
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 from learned_optim.evaluation.suites import SUITES
 from learned_optim.tasks import (PatchAutoencoderFamily, TeacherRegressionFamily,
@@ -127,10 +127,7 @@ def test_validation_suite_has_the_ninth_round_rows():
 
 
 def test_clipped_geometric_mean_caps_each_row():
-    spec = importlib.util.spec_from_file_location(
-        "summarize_validation", ROOT / "benchmarks" / "summarize_validation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("summarize_validation")
     mean = module.clipped_geometric_mean
     assert mean([1.0, 4.0]) == pytest.approx(2.0)
     # 0.001 counts as 0.1: one deep win no longer outweighs a 5x loss
@@ -160,10 +157,7 @@ def test_an_empty_panel_is_refused():
 
 
 def test_score_epochs_reads_adam_lrs_from_a_validation_run_and_refuses_other_suites():
-    spec = importlib.util.spec_from_file_location(
-        "score_epochs", ROOT / "benchmarks" / "score_epochs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("score_epochs")
     lrs = module.tuned_adam_lrs(str(ROOT / "docs/evidence/validation/run35/results.json"))
     assert list(lrs) == [row.name for row in SUITES["validation"]]
     assert lrs["val-digits-relu"] == pytest.approx(10 ** -1.5)  # the table's Adam (tuned) lr

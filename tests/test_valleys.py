@@ -6,14 +6,11 @@ import math
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 from learned_optim.meta import MetaTrainConfig, MetaTrainer
 from learned_optim.meta.presets import DEFAULT_NET
 from learned_optim.tasks import CurvedValleyFamily, get_task_family
-
-
-def coefficients(task):
-    return task.loss_fn  # the _Valleys object: a, A, omega, s, B, b, w per valley
 
 
 def reference_loss(valleys, theta):
@@ -32,7 +29,7 @@ def test_the_loss_is_the_documented_formula_with_minimum_zero_on_the_floor():
     family = CurvedValleyFamily()
     for seed in range(6):
         task = family.sample(seed)
-        valleys = coefficients(task)
+        valleys = task.loss_fn  # a, A, omega, s, B, b, w per valley
         start = task.params["xy"].double()
         assert task.loss({"xy": start}, 0).item() == pytest.approx(
             reference_loss(valleys, start), rel=1e-12)
@@ -51,7 +48,7 @@ def test_coefficients_and_starts_lie_in_their_documented_ranges():
     counts = set()
     for seed in range(60):
         task = family.sample(seed)
-        valleys = coefficients(task)
+        valleys = task.loss_fn  # a, A, omega, s, B, b, w per valley
         k = len(valleys.minimum_x)
         counts.add(k)
         assert task.params["xy"].shape == (2 * k,) and task.params["xy"].dtype == torch.float32
@@ -120,27 +117,13 @@ def test_the_meta_trainer_trains_default_s_net_on_curved_valleys():
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.nets["fc"].parameters()))
 
 
-def _load_benchmark(name):
-    import importlib.util
-    import sys
-    from pathlib import Path
-    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(benchmarks))
-    try:
-        spec = importlib.util.spec_from_file_location(name, benchmarks / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(benchmarks))
-    return module
-
 
 def test_last_epoch_weights_are_what_validation_scored_at_the_run_s_last_epoch(tmp_path,
                                                                              monkeypatch):
     """benchmarks/last_epoch_weights.py (the twenty-third round's probe): from a run's
     checkpoint, the averaged weights of its last epoch; they differ from the kept (best) ones
     unless the last epoch is the kept one."""
-    module = _load_benchmark("last_epoch_weights")
+    module = load_benchmark("last_epoch_weights")
     fields = dict(epochs=2, tasks_per_epoch=2, validation_tasks=1, horizon=30, net=DEFAULT_NET,
                   meta_objective="log_loss", weight_average_decay=0.5, meta_lr=0.05)
     monkeypatch.setitem(module.VARIANTS, "tiny-valleys", ("curved-valley", "curved-valley",

@@ -36,14 +36,17 @@ def _uniform(low: float, high: float, size: int, generator: torch.Generator) -> 
     return low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64)
 
 
+def _random_sign(size: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.where(torch.rand(size, generator=generator) < 0.5, -1.0, 1.0).double()
+
+
 class _Valleys:
     """The loss of one task: its coefficients, each a tensor of shape ``(k,)``."""
 
     def __init__(self, generator: torch.Generator, valleys: int):
         k = valleys
         self.minimum_x = _uniform(-2, 2, k, generator)
-        sign = torch.where(torch.rand(k, generator=generator) < 0.5, -1.0, 1.0).double()
-        self.bend = sign * _uniform(0.5, 2, k, generator)
+        self.bend = _random_sign(k, generator) * _uniform(0.5, 2, k, generator)
         self.sharpness = _uniform(math.log(0.5), math.log(3), k, generator).exp()
         self.bend_at = _uniform(-2, 2, k, generator)
         self.bump = _uniform(-2, 2, k, generator)
@@ -75,8 +78,7 @@ class CurvedValleyFamily(TaskFamily):
         generator = torch.Generator().manual_seed(seed)
         k = self.valleys[int(torch.randint(len(self.valleys), (1,), generator=generator))]
         loss = _Valleys(generator, k)
-        side = torch.where(torch.rand(k, generator=generator) < 0.5, -1.0, 1.0).double()
-        x = loss.minimum_x + side * _uniform(2, 4, k, generator)
+        x = loss.minimum_x + _random_sign(k, generator) * _uniform(2, 4, k, generator)
         y = loss.floor(x) + _uniform(-1, 1, k, generator)
         start = torch.stack([x, y], 1).reshape(-1).float()
         return Task(model=_Point(start), sample_batch=lambda step: (None, None), loss_fn=loss)
