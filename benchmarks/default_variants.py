@@ -26,6 +26,7 @@ from learned_optim import LSTMOptimizerNet, WeightsBundle
 from learned_optim.meta import MetaTrainConfig, MetaTrainer
 from learned_optim.meta.trainer import CHECKPOINT_FILE
 from learned_optim.meta.presets import ADAPTIVE_NET  # the base net of issue 10's recipes
+from learned_optim.meta.presets import keep_every_epoch
 from learned_optim.tasks import get_task_family
 
 _PAPER_NET = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10.0,
@@ -207,9 +208,10 @@ def variant_trainer(name: str, seed: int = 0, **options) -> MetaTrainer:
 
 
 def train_variant(name: str, out: Path, seed: int = 0, device: str | None = None,
-                  checkpoint_dir: Path | None = None) -> dict:
+                  checkpoint_dir: Path | None = None, keep_epochs: Path | None = None) -> dict:
     """Meta-train variant ``name`` into ``out``; with ``checkpoint_dir``, write a checkpoint
-    there after every epoch and continue from one that is already there."""
+    there after every epoch and continue from one that is already there; with
+    ``keep_epochs``, also every epoch's scored weights to ``keep_epochs/epoch-NN``."""
     family, _, fields = VARIANTS[name]
     config = MetaTrainConfig(**{**fields, "seed": seed})
     command = (f"python benchmarks/default_variants.py --variants {name} --out {out.parent}"
@@ -229,7 +231,7 @@ def train_variant(name: str, out: Path, seed: int = 0, device: str | None = None
     if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).exists():
         trainer.load_checkpoint(checkpoint_dir)
     started = time.perf_counter()
-    bundle = trainer.train(progress=False)
+    bundle = trainer.train(progress=False, on_epoch_end=keep_every_epoch(keep_epochs))
     bundle.provenance.update(variant=name, task_family=family,
                              total_wall_time_s=round(time.perf_counter() - started, 1))
     bundle.save_pretrained(out)
@@ -246,6 +248,8 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="meta-train on this device, e.g. cuda")
     parser.add_argument("--checkpoint-dir", default=None,
                         help="checkpoint every epoch to DIR/VARIANT, and resume from one there")
+    parser.add_argument("--keep-epochs", default=None, metavar="DIR",
+                        help="also write every epoch's scored weights to DIR/VARIANT/epoch-NN")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = [n for n in args.variants.split(",") if n]
@@ -257,7 +261,8 @@ def main() -> None:
     for name in names:
         provenance = train_variant(name, Path(args.out) / name, args.seed, args.device,
                                    Path(args.checkpoint_dir) / name if args.checkpoint_dir
-                                   else None)
+                                   else None,
+                                   Path(args.keep_epochs) / name if args.keep_epochs else None)
         metrics = provenance["metrics"]
         print(f"| {name} | {metrics['validation_final_loss']:.4g} | "
               f"{metrics['untrained_validation_final_loss']:.4g} | {metrics['best_epoch']} | "

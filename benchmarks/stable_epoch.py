@@ -1,0 +1,124 @@
+r"""Choose which epoch of a meta-training run to keep, for stability as well as speed (issue 10,
+twenty-fourth round).
+
+:class:`~learned_optim.meta.MetaTrainer` keeps the epoch with the best validation score, which
+for issue 10's recipes is measured on 1,000-step tanh digits MLPs alone. In the nineteenth and
+the curved-valley recipes every seed that kept an early epoch (2, 3, 3, 4) blew up on the
+stability panel (``step_scale_probe.py``) and every seed that kept a late one did not. This
+script takes every epoch's weights of one run (``default_variants.py --keep-epochs DIR`` or
+``meta-train --keep-epochs DIR``), ranks the epochs by the trainer's own validation score
+(each bundle's ``provenance["history"][-1]``), and keeps the best-ranked epoch that passes a
+*screen*: on ``--tasks`` generated curved valleys
+(:class:`~learned_optim.tasks.CurvedValleyFamily`, seeds :math:`10^8 + i`, never drawn for
+meta-training, validation, the panel or the held-out suite) run for ``--horizon`` steps, every
+task's loss stays at or below ``--peak`` times its start,
+
+.. math::
+    \max_t f_i(\theta_t) \le \rho\, f_i(\theta_0) \quad \text{for every screened task } i.
+
+The panel's blow-up (above 10x) is too coarse for this: on 20 screened valleys at 3,000 steps
+the early epoch 3 of the twenty-third round's seeds 2 and 3 (which blow up on the panel) peaks
+at 7x and 5.3x its start, the same runs' epoch 12 (which do not) at 1.0x.
+
+    python benchmarks/stable_epoch.py /tmp/r24/epochs-s2/VARIANT/epoch-* --out /tmp/r24/s2.json
+
+Prints one line per screened epoch (score, worst peak / start, pass) and the kept epoch's
+folder; ``--all`` screens every epoch, not just down to the first that passes. The panel and
+the validation suite judge the kept epoch afterwards; nothing here reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from learned_optim import WeightsBundle
+from learned_optim.evaluation.evaluate import peak_loss
+from learned_optim.evaluation.runner import OptimizerSpec, run_losses
+from learned_optim.tasks import CurvedValleyFamily
+
+SCREEN_SEED = 10**8
+
+
+def epoch_score(folder: str | Path) -> tuple[int, float]:
+    """The epoch of a kept bundle and the validation score the trainer gave it (lower is
+    better), from the last entry of its provenance history."""
+    provenance = WeightsBundle.from_pretrained(folder).provenance
+    history = provenance.get("history") or []
+    if not history or "epoch" not in history[-1]:
+        raise ValueError(f"{folder} has no meta-training history in its provenance; give "
+                         "folders written by --keep-epochs")
+    last = history[-1]
+    if last["epoch"] != provenance.get("epoch_kept", last["epoch"]):
+        raise ValueError(f"{folder}: its history ends at epoch {last['epoch']} but it was "
+                         f"kept at epoch {provenance['epoch_kept']}")
+    return int(last["epoch"]), float(last.get("score", last["final_loss"]))
+
+
+def screen_peaks(weights: str | Path, tasks: int, horizon: int) -> list[float]:
+    """Per screened curved valley, the largest loss over the run divided by the start
+    (``inf`` when the run went non-finite)."""
+    seeds = [SCREEN_SEED + i for i in range(tasks)]
+    curves = run_losses(CurvedValleyFamily(), seeds, horizon,
+                        OptimizerSpec("screened", "learned", str(weights)))[0]
+    return (peak_loss(curves) / curves[:, 0].abs()).tolist()
+
+
+def passes(peaks: Sequence[float], limit: float) -> bool:
+    """Whether every task's peak / start ratio is finite and at most ``limit``."""
+    return all(math.isfinite(p) and p <= limit for p in peaks)
+
+
+def choose_epoch(folders: Sequence[str | Path], *, tasks: int, horizon: int, limit: float,
+                 screen_all: bool = False, log=print) -> dict:
+    """Screen ``folders`` best validation score first; return a report whose ``"kept"`` is the
+    folder of the first that passes (``None`` when none does)."""
+    ranked = sorted((epoch_score(f) + (str(f),) for f in folders), key=lambda e: (e[1], e[0]))
+    report = {"tasks": tasks, "horizon": horizon, "peak_limit": limit,
+              "screen_seeds": [SCREEN_SEED, SCREEN_SEED + tasks - 1], "epochs": [],
+              "kept": None, "kept_epoch": None}
+    for epoch, score, folder in ranked:
+        started = time.time()
+        peaks = screen_peaks(folder, tasks, horizon)
+        ok = passes(peaks, limit)
+        report["epochs"].append({"epoch": epoch, "score": score, "folder": folder,
+                                 "peaks": peaks, "passes": ok})
+        log(f"epoch {epoch:2d}  score {score:.4g}  worst peak/start {max(peaks):.3g}  "
+            f"{'passes' if ok else 'fails'}  ({time.time() - started:.0f} s)")
+        if ok and report["kept"] is None:
+            report["kept"], report["kept_epoch"] = folder, epoch
+            if not screen_all:
+                break
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("epochs", nargs="+", help="one run's epoch folders (DIR/epoch-*)")
+    parser.add_argument("--tasks", type=int, default=20, help="curved valleys screened")
+    parser.add_argument("--horizon", type=int, default=3000, help="steps per screened valley")
+    parser.add_argument("--peak", type=float, default=2.0,
+                        help="largest loss / start allowed on every screened valley")
+    parser.add_argument("--all", action="store_true", help="screen every epoch")
+    parser.add_argument("--out", default=None, help="write the report as JSON")
+    args = parser.parse_args()
+    if args.tasks < 1 or args.horizon < 2 or not args.peak >= 1:
+        parser.error("--tasks must be >= 1, --horizon >= 2 and --peak >= 1")
+    torch.set_num_threads(1)
+    report = choose_epoch(args.epochs, tasks=args.tasks, horizon=args.horizon,
+                          limit=args.peak, screen_all=args.all)
+    print(f"kept: {report['kept']}" if report["kept"] else
+          f"no epoch passes the screen (peak <= {args.peak:g}x start)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
