@@ -1,0 +1,97 @@
+"""benchmarks/stable_epoch.py (issue 10, twenty-fourth round): keeping the best-scored epoch of
+a run that passes a curved-valley screen, and default_variants.py --keep-epochs, which writes
+the epochs it chooses from."""
+
+import dataclasses
+import math
+
+import pytest
+from benchmark_scripts import load_benchmark
+
+from learned_optim import WeightsBundle
+from learned_optim.meta.presets import DEFAULT_NET
+
+TINY = dict(epochs=2, tasks_per_epoch=2, validation_tasks=1, horizon=30, net=DEFAULT_NET,
+            meta_objective="log_loss", weight_average_decay=0.5, meta_lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def stable_epoch():
+    return load_benchmark("stable_epoch")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 2-epoch run of a tiny variant on curved valleys with every epoch kept."""
+    variants = load_benchmark("default_variants")
+    variants.VARIANTS["tiny-valleys"] = ("curved-valley", "curved-valley", TINY)
+    root = tmp_path_factory.mktemp("tiny-run")
+    provenance = variants.train_variant("tiny-valleys", root / "out", seed=3,
+                                        keep_epochs=root / "epochs")
+    return root, provenance
+
+
+def test_keep_epochs_writes_every_epoch_and_the_kept_one_is_among_them(tiny_run):
+    root, provenance = tiny_run
+    folders = sorted(p.name for p in (root / "epochs").iterdir())
+    assert folders == ["epoch-01", "epoch-02"]
+    best = provenance["metrics"]["best_epoch"]
+    kept = WeightsBundle.from_pretrained(root / "out")
+    chosen = WeightsBundle.from_pretrained(root / "epochs" / f"epoch-{best:02d}")
+    assert chosen.fingerprint() == kept.fingerprint()
+    assert chosen.provenance["epoch_kept"] == best
+
+
+def test_epoch_score_is_the_trainer_s_own_score_of_that_epoch(tiny_run, stable_epoch):
+    root, provenance = tiny_run
+    history = {entry["epoch"]: entry["score"] for entry in provenance["history"]}
+    for epoch in (1, 2):
+        assert stable_epoch.epoch_score(root / "epochs" / f"epoch-{epoch:02d}") == \
+            (epoch, history[epoch])
+
+
+def test_a_bundle_without_history_is_refused_with_the_fix(tiny_run, stable_epoch, tmp_path):
+    root, _ = tiny_run
+    bundle = WeightsBundle.from_pretrained(root / "out")
+    WeightsBundle(bundle.nets, name="plain").save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="--keep-epochs"):
+        stable_epoch.epoch_score(tmp_path / "plain")
+
+
+@pytest.mark.parametrize("peaks, limit, expected", [
+    ([1.0, 2.9], 3.0, True), ([1.0, 3.0], 3.0, True), ([1.0, 3.1], 3.0, False),
+    ([math.inf], 3.0, False), ([math.nan, 1.0], 3.0, False)])
+def test_passes_needs_every_peak_finite_and_within_the_limit(stable_epoch, peaks, limit,
+                                                             expected):
+    assert stable_epoch.passes(peaks, limit) is expected
+
+
+def test_a_better_scored_epoch_that_overshoots_is_passed_over(tiny_run, stable_epoch,
+                                                              tmp_path):
+    """An epoch given the best score but a step 1,000x too large (so the valleys' losses shoot
+    far above their starts) is screened first and rejected; the run's own best epoch is kept.
+    The screen runs for real, on real curved valleys."""
+    root, provenance = tiny_run
+    best = provenance["metrics"]["best_epoch"]
+    good = WeightsBundle.from_pretrained(root / "epochs" / f"epoch-{best:02d}")
+    nets = {}
+    for route, net in good.nets.items():
+        clone = type(net)(dataclasses.replace(net.config,
+                                              output_scale=net.config.output_scale * 1000))
+        clone.load_state_dict(net.state_dict())
+        nets[route] = clone
+    history = [*good.provenance["history"], {"epoch": 9, "score": -1.0, "final_loss": 0.0}]
+    WeightsBundle(nets, name="overshoots", provenance={
+        **good.provenance, "history": history, "epoch_kept": 9}).save_pretrained(
+            tmp_path / "epoch-09")
+    folders = [tmp_path / "epoch-09", root / "epochs" / "epoch-01", root / "epochs" / "epoch-02"]
+    report = stable_epoch.choose_epoch(folders, tasks=2, horizon=60, limit=3.0,
+                                       log=lambda line: None)
+    assert [e["epoch"] for e in report["epochs"]][0] == 9
+    assert not report["epochs"][0]["passes"]
+    assert max(report["epochs"][0]["peaks"]) > 3.0
+    assert report["kept_epoch"] == best
+    assert len(report["epochs"]) == 2  # stops at the first epoch that passes
+    everything = stable_epoch.choose_epoch(folders, tasks=2, horizon=60, limit=math.inf,
+                                           screen_all=True, log=lambda line: None)
+    assert everything["kept_epoch"] == 9 and len(everything["epochs"]) == 3
