@@ -20,6 +20,12 @@ The panel's blow-up (above 10x) is too coarse for this: on 20 screened valleys a
 the early epoch 3 of the twenty-third round's seeds 2 and 3 (which blow up on the panel) peaks
 at 7x and 5.3x its start, the same runs' epoch 12 (which do not) at 1.0x.
 
+What it did (README, twenty-fourth and twenty-fifth rounds): on the curved-valley recipe it
+moved seeds 2 and 3 from epoch 3 to epochs 2 and 4, neither of which blows up on the panel; on
+``default``'s recipe it moved seed 1 from epoch 2 to epoch 7 but passed seed 2's epoch 4
+(1.0x), which blows up on the panel's steep sine and cubic valleys. A screen of 20 valleys
+catches some overshooting epochs, not all.
+
     python benchmarks/stable_epoch.py /tmp/r24/epochs-s2/VARIANT/epoch-* --out /tmp/r24/s2.json
 
 Prints one line per screened epoch (score, worst peak / start, pass) and the kept epoch's
