@@ -25,8 +25,7 @@ import torch
 from learned_optim import LSTMOptimizerNet, WeightsBundle
 from learned_optim.meta import MetaTrainConfig, MetaTrainer
 from learned_optim.meta.trainer import CHECKPOINT_FILE
-from learned_optim.meta.presets import ADAPTIVE_NET  # the base net of issue 10's recipes
-from learned_optim.meta.presets import keep_every_epoch
+from learned_optim.meta.presets import ADAPTIVE_NET, keep_every_epoch  # ADAPTIVE_NET: issue 10's base net
 from learned_optim.tasks import get_task_family
 
 _PAPER_NET = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10.0,
