@@ -191,6 +191,15 @@ VARIANTS = {
         "mixture-wide-valleys", "digits-mlp-tanh-1000",
         dict(_AVERAGED, net=dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03,
                                  step_scale_bound=math.log(30.0)))),
+    # twenty-sixth round: the curved-valley recipe with the stability term in the meta-loss
+    # (stability_penalty = 1, stability_tolerance = 10: each step whose loss is more than 10x
+    # the run's best so far adds the log of how far beyond): its early epochs, the fast ones,
+    # climb far out of the valleys they had got into and blew up on the stability panel
+    "adaptive-wide-valleys-log-800-val1000-avg-nominal-hyper-b30-stab": (
+        "mixture-wide-valleys", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, stability_penalty=1.0, stability_tolerance=10.0,
+             net=dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03,
+                      step_scale_bound=math.log(30.0)))),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

@@ -442,6 +442,91 @@ def test_log_loss_objective_is_the_mean_log_of_the_unrolled_losses():
     assert math.isclose(float(plain_loss.detach()), sum(losses[1:]) / 5, rel_tol=1e-5)
 
 
+def drifting_target_family():
+    """A 3-d regression whose targets come 0.5 nearer every step for 4 steps, then move 0.5
+    away every step: its loss falls, then climbs back up whatever the optimizer does, so the
+    stability term is active and the best loss so far is not the start."""
+    def make(seed):
+        g = torch.Generator().manual_seed(seed)
+        inputs = torch.randn(8, 3, generator=g)
+        targets = torch.randn(8, generator=g)
+        params = {"weight": 0.5 * torch.randn(1, 3, generator=g), "bias": torch.zeros(1)}
+        return Task(model=nn.Linear(3, 1), params=params,
+                    sample_batch=lambda step: (inputs, targets + 0.5 * abs(step - 4)),
+                    loss_fn=lambda out, target: (out.squeeze(1) - target).square().mean())
+    return FunctionTaskFamily("drifting-target", make, horizon=10)
+
+
+def stability_terms(losses, penalty, tolerance):
+    """λ max(0, log((f_t + ε) / (min_{s<t} f_s + ε)) - log τ) for t = 1.., from f_0, f_1, ..."""
+    terms, best = [], losses[0]
+    for f in losses[1:]:
+        rise = math.log((f + 1e-8) / (best + 1e-8))
+        terms.append(penalty * max(0.0, rise - math.log(tolerance)))
+        best = min(best, f)
+    return terms
+
+
+@pytest.mark.parametrize("objective", ["loss", "log_loss"])
+@pytest.mark.parametrize("seed, tolerance", [(4, 1.0), (4, 1.5), (9, 1.0)])
+def test_stability_term_adds_lambda_times_the_log_rise_over_the_best_loss_so_far(
+        objective, seed, tolerance):
+    """Over two truncations of 5 steps the term compares every step with the best loss of the
+    whole run before it, not of its truncation; τ is the rise that costs nothing."""
+    family, penalty = drifting_target_family(), 3.0
+    trainer = MetaTrainer(family, tiny_config(horizon=10, unroll=5, meta_objective=objective,
+                                              stability_penalty=penalty,
+                                              stability_tolerance=tolerance))
+    task = family.sample(seed)
+    losses = evaluate(task, trainer.nets, 10)  # f(θ_0) .. f(θ_10), without a graph
+    penalties = stability_terms(losses, penalty, tolerance)
+    assert max(penalties) > 0  # the term is active
+    assert min(losses[:5]) < losses[0]  # and the best so far is not the start
+    base = [math.log(f + 1e-8) if objective == "log_loss" else f for f in losses[1:]]
+    expected = [b + p for b, p in zip(base, penalties)]
+
+    first, state = trainer.meta_loss(task, start(task, trainer.nets), 5)
+    assert math.isclose(float(first.detach()), sum(expected[:5]) / 5, rel_tol=1e-5)
+    second, state = trainer.meta_loss(task, state.detach(), 5)
+    assert math.isclose(float(second.detach()), sum(expected[5:]) / 5, rel_tol=1e-5)
+    assert math.isclose(float(state.best_loss), min(losses[:11]), rel_tol=1e-6)
+
+
+def test_stability_term_changes_the_meta_gradient_only_when_the_loss_climbs():
+    def meta_gradient(family, penalty, seed):
+        trainer = MetaTrainer(family, tiny_config(horizon=6, unroll=6, meta_objective="log_loss",
+                                                  stability_penalty=penalty,
+                                                  stability_tolerance=2.0))
+        task = family.sample(seed)
+        meta_loss, _ = trainer.meta_loss(task, start(task, trainer.nets), 6)
+        meta_loss.backward()
+        return torch.cat([p.grad.reshape(-1) for p in trainer._meta_params()]), \
+            evaluate(task, trainer.nets, 6)
+
+    drifting = drifting_target_family()
+    plain, losses = meta_gradient(drifting, 0.0, 4)
+    assert max(stability_terms(losses, 1.0, 2.0)) > 0
+    penalised, _ = meta_gradient(drifting, 5.0, 4)
+    assert torch.isfinite(penalised).all()
+    assert not torch.allclose(plain, penalised)
+    # a run that never climbs 2x above its best so far: the term is 0 and so is its gradient
+    quadratics = short_quadratics()
+    plain, losses = meta_gradient(quadratics, 0.0, 7)
+    assert max(stability_terms(losses, 1.0, 2.0)) == 0
+    penalised, _ = meta_gradient(quadratics, 5.0, 7)
+    assert torch.equal(plain, penalised)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("stability_penalty", -1.0), ("stability_penalty", float("nan")),
+    ("stability_penalty", float("inf")), ("stability_penalty", True),
+    ("stability_penalty", "1"), ("stability_tolerance", 0.5),
+    ("stability_tolerance", float("inf")), ("stability_tolerance", False)])
+def test_bad_stability_settings_are_refused(field, value):
+    with pytest.raises(ConfigError, match=f"{field} must be a finite number"):
+        tiny_config(**{field: value})
+
+
 def test_linear_weighting_counts_step_t_by_t_over_the_horizon():
     trainer = MetaTrainer(short_quadratics(), tiny_config(loss_weights="linear", horizon=20))
     task = short_quadratics().sample(7)

@@ -43,6 +43,13 @@ class MetaTrainConfig:
     # (log(f(θ_t) + 1e-8): every halving of the loss counts the same, early or late, so the
     # meta-gradient is not dominated by the first steps' large losses; scale-free across tasks).
     meta_objective: str = "loss"
+    # Stability term (issue 10, twenty-sixth round): each weighted step whose loss is more than
+    # stability_tolerance (τ ≥ 1) times the run's best loss so far adds
+    # λ max(0, log((f(θ_t) + 1e-8) / (min_{s<t} f(θ_s) + 1e-8)) - log τ), λ = stability_penalty,
+    # so a run that climbs back up out of where it got to costs more than its loss alone says
+    # (scale-free, like "log_loss"). λ = 0: off (the paper).
+    stability_penalty: float = 0.0
+    stability_tolerance: float = 1.0
     # Polyak averaging of φ (issue 10): after every meta-update the average moves toward φ,
     # φ̄ ← β φ̄ + (1 - β) φ with β = weight_average_decay, starting from φ₀; validation scores
     # φ̄ and the kept weights are the best φ̄ (the unaveraged φ trains on unchanged). 0: off.
@@ -93,6 +100,17 @@ class MetaTrainConfig:
                     or not math.isfinite(value) or value < 0 or (name == "meta_lr" and value == 0):
                 raise ConfigError(f"MetaTrainConfig.{name} must be a finite number "
                                   f"{'> 0' if name == 'meta_lr' else '>= 0'}, got {value!r}")
+        penalty = self.stability_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) \
+                or not math.isfinite(penalty) or penalty < 0:
+            raise ConfigError("MetaTrainConfig.stability_penalty must be a finite number >= 0 "
+                              f"(0 turns the stability term off), got {penalty!r}")
+        tolerance = self.stability_tolerance
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
+                or not math.isfinite(tolerance) or tolerance < 1:
+            raise ConfigError("MetaTrainConfig.stability_tolerance must be a finite number >= 1 "
+                              f"(the rise over the best loss so far that costs nothing), got "
+                              f"{tolerance!r}")
         decay = self.weight_average_decay
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) \
                 or not 0 <= decay < 1:

@@ -222,11 +222,25 @@ class MetaTrainer:
         u = float(torch.rand((), generator=generator, dtype=torch.float64))
         return min(high, max(low, round(low * (high / low) ** u)))
 
-    def _objective(self, loss: torch.Tensor) -> torch.Tensor:
-        r"""One step's term of the meta-loss: :math:`f` or :math:`\log(f + 10^{-8})`."""
-        if self.config.meta_objective == "log_loss":
-            return torch.log(loss + _LOG_LOSS_FLOOR)
-        return loss
+    def _objective(self, loss: torch.Tensor, best_loss: torch.Tensor) -> torch.Tensor:
+        r"""One step's term of the meta-loss: :math:`f_t = f(\theta_t)` or
+        :math:`\log(f_t + \epsilon)`, plus with ``stability_penalty`` :math:`\lambda > 0` and
+        ``stability_tolerance`` :math:`\tau \ge 1` the stability term
+
+        .. math::
+            \lambda \max\Big(0,\ \log\frac{f_t + \epsilon}{m_{t-1} + \epsilon} - \log\tau\Big),
+            \qquad m_{t-1} = \min_{s < t} f_s, \quad \epsilon = 10^{-8},
+
+        with :math:`m_{t-1}` the run's best loss before step :math:`t`, a constant (over earlier
+        truncations too): a step that climbs more than :math:`\tau` times above where the run
+        had got to costs more the further it climbs (issue 10)."""
+        term = torch.log(loss + _LOG_LOSS_FLOOR) if self.config.meta_objective == "log_loss" \
+            else loss
+        if self.config.stability_penalty:
+            rise = torch.log(loss + _LOG_LOSS_FLOOR) - torch.log(best_loss + _LOG_LOSS_FLOOR)
+            term = term + self.config.stability_penalty * torch.relu(
+                rise - math.log(self.config.stability_tolerance))
+        return term
 
     def meta_loss(self, task: Task, state, steps: int, horizon: int | None = None):
         """Unroll ``steps`` steps from ``state`` keeping the graph; return (meta-loss, state).
@@ -236,14 +250,17 @@ class MetaTrainer:
         weights = {route: fuse_weights(net) for route, net in self.nets.items()}
         total, terms = 0.0, 0
         loss = task.loss(state.params, state.step)
+        if state.best_loss is None:  # f(θ_0); later truncations carry the best on
+            state.best_loss = loss.detach()
         for k in range(steps):
             state = apply_update(task, state, loss, weights, chunk_size=self.config.chunk_size,
                                  keep_graph=k > 0, horizon=horizon)
             loss = task.loss(state.params, state.step)
             w = self._loss_weight(state.step, horizon)
             if w:
-                total = total + w * self._objective(loss)
+                total = total + w * self._objective(loss, state.best_loss)
                 terms += 1
+            state.best_loss = torch.minimum(state.best_loss, loss.detach())
         # A truncation with no weighted step (loss_weights="final") gives a constant: no update.
         return (total / terms if terms else loss.detach() * 0.0), state
 

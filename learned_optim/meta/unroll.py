@@ -25,16 +25,20 @@ __all__ = ["UnrollState", "start", "apply_update", "evaluate"]
 
 
 class UnrollState:
-    """θ, the per-parameter hidden state and the step counter of one unrolled optimizee."""
+    r"""θ, the per-parameter hidden state and the step counter of one unrolled optimizee, and
+    :math:`\min_{s \le t} f(\theta_s)`, the run's best loss so far (a constant, for the
+    MetaTrainer's stability term; ``None`` until a loss is measured)."""
 
     def __init__(self, params: dict[str, torch.Tensor], hidden: dict[str, torch.Tensor],
-                 step: int = 0):
+                 step: int = 0, best_loss: torch.Tensor | None = None):
         self.params, self.hidden, self.step = params, hidden, step
+        self.best_loss = best_loss
 
     def detach(self) -> "UnrollState":
         """Cut the graph (truncated BPTT): θ becomes a fresh leaf, hidden state a constant."""
         return UnrollState({k: v.detach().requires_grad_() for k, v in self.params.items()},
-                           {k: v.detach() for k, v in self.hidden.items()}, self.step)
+                           {k: v.detach() for k, v in self.hidden.items()}, self.step,
+                           self.best_loss)
 
 
 def start(task: Task, nets: Mapping[str, LSTMOptimizerNet]) -> UnrollState:
@@ -66,7 +70,7 @@ def apply_update(task: Task, state: UnrollState, loss: torch.Tensor,
             name = names[i]
             new_params[name] = state.params[name] + update.view_as(state.params[name])
             new_hidden[name] = h
-    return UnrollState(new_params, new_hidden, state.step + 1)
+    return UnrollState(new_params, new_hidden, state.step + 1, state.best_loss)
 
 
 @torch.no_grad()
