@@ -172,7 +172,7 @@ def _run_export(args: argparse.Namespace) -> int:
 #: MetaTrainConfig fields that meta-train --task takes as flags.
 _CONFIG_FLAGS = ("epochs", "tasks_per_epoch", "horizon", "horizon_min", "unroll",
                  "validation_tasks", "validation_score", "meta_lr", "meta_batch_size",
-                 "weight_average_decay")
+                 "weight_average_decay", "stability_penalty", "stability_tolerance")
 
 
 def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,7 +206,12 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
              "weight_average_decay": "beta of the Polyak average of the optimizer's weights "
                                      "that is validated and kept (0: off); ",
              "validation_score": "how an epoch is scored: final_loss (mean) or "
-                                 "log_final_loss (mean of logs: fair across a panel); "}
+                                 "log_final_loss (mean of logs: fair across a panel); ",
+             "stability_penalty": "lambda of the stability term: each step whose loss climbs "
+                                  "above stability-tolerance x the run's best so far adds "
+                                  "lambda x the log of how far (0: off); ",
+             "stability_tolerance": "the climb over the run's best loss so far that the "
+                                    "stability term lets pass (>= 1); "}
     for field in _CONFIG_FLAGS:
         parser.add_argument("--" + field.replace("_", "-"),
                             type=type(getattr(defaults, field)), default=None,  # int or float

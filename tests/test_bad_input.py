@@ -879,7 +879,9 @@ def test_cli_resume_without_a_checkpoint_says_so(tmp_path, capsys):
                                         ("--validation-task", "quadratic"),
                                         ("--weight-average-decay", "0.9"),
                                         ("--horizon-min", "10"),
-                                        ("--validation-score", "log_final_loss")])
+                                        ("--validation-score", "log_final_loss"),
+                                        ("--stability-penalty", "1"),
+                                        ("--stability-tolerance", "10")])
 def test_cli_preset_refuses_config_flags_instead_of_ignoring_them(tmp_path, capsys, flag, value):
     from learned_optim.__main__ import main
 
@@ -898,7 +900,8 @@ def test_cli_task_flags_reach_the_config(tmp_path):
                    "--epochs", "1", "--tasks-per-epoch", "2", "--horizon", "4", "--unroll", "2",
                    "--validation-tasks", "1", "--meta-lr", "0.002", "--meta-batch-size", "2",
                    "--weight-average-decay", "0.5", "--horizon-min", "2",
-                   "--validation-score", "log_final_loss", "--keep-epochs",
+                   "--validation-score", "log_final_loss", "--stability-penalty", "2.5",
+                   "--stability-tolerance", "4", "--keep-epochs",
                    str(tmp_path / "epochs"), "--device", "cpu", "--no-progress"])
     assert status == 0
     provenance = WeightsBundle.from_pretrained(tmp_path / "out").provenance
@@ -907,10 +910,11 @@ def test_cli_task_flags_reach_the_config(tmp_path):
     assert {k: config[k] for k in ("epochs", "tasks_per_epoch", "horizon", "unroll",
                                    "validation_tasks", "meta_lr", "meta_batch_size",
                                    "weight_average_decay", "horizon_min",
-                                   "validation_score")} == dict(
+                                   "validation_score", "stability_penalty",
+                                   "stability_tolerance")} == dict(
         epochs=1, tasks_per_epoch=2, horizon=4, unroll=2, validation_tasks=1, meta_lr=0.002,
         meta_batch_size=2, weight_average_decay=0.5, horizon_min=2,
-        validation_score="log_final_loss")
+        validation_score="log_final_loss", stability_penalty=2.5, stability_tolerance=4.0)
     kept = WeightsBundle.from_pretrained(tmp_path / "epochs" / "epoch-01")
     assert kept.provenance["epoch_kept"] == 1
 

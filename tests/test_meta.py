@@ -209,11 +209,12 @@ class _Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("weight_average_decay,horizon_min", [(0.0, 0), (0.8, 0), (0.0, 5)])
+@pytest.mark.parametrize("weight_average_decay,horizon_min,stability_penalty",
+                         [(0.0, 0, 0.0), (0.8, 0, 0.0), (0.0, 5, 0.0), (0.0, 0, 2.0)])
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, weight_average_decay,
-                                                                 horizon_min):
+                                                                 horizon_min, stability_penalty):
     config = tiny_config(epochs=3, tasks_per_epoch=2, weight_average_decay=weight_average_decay,
-                         horizon_min=horizon_min)
+                         horizon_min=horizon_min, stability_penalty=stability_penalty)
     full = MetaTrainer(short_quadratics(), config)
     full.train(progress=False)
 
