@@ -94,17 +94,12 @@ class MetaTrainConfig:
             positive_int("chunk_size")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"MetaTrainConfig.seed must be an integer >= 0, got {self.seed!r}")
-        for name in ("meta_lr", "grad_clip"):
+        for name in ("meta_lr", "grad_clip", "stability_penalty"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value < 0 or (name == "meta_lr" and value == 0):
                 raise ConfigError(f"MetaTrainConfig.{name} must be a finite number "
                                   f"{'> 0' if name == 'meta_lr' else '>= 0'}, got {value!r}")
-        penalty = self.stability_penalty
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) \
-                or not math.isfinite(penalty) or penalty < 0:
-            raise ConfigError("MetaTrainConfig.stability_penalty must be a finite number >= 0 "
-                              f"(0 turns the stability term off), got {penalty!r}")
         tolerance = self.stability_tolerance
         if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
                 or not math.isfinite(tolerance) or tolerance < 1:

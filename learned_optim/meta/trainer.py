@@ -234,10 +234,10 @@ class MetaTrainer:
         with :math:`m_{t-1}` the run's best loss before step :math:`t`, a constant (over earlier
         truncations too): a step that climbs more than :math:`\tau` times above where the run
         had got to costs more the further it climbs (issue 10)."""
-        term = torch.log(loss + _LOG_LOSS_FLOOR) if self.config.meta_objective == "log_loss" \
-            else loss
+        log_loss = torch.log(loss + _LOG_LOSS_FLOOR)
+        term = log_loss if self.config.meta_objective == "log_loss" else loss
         if self.config.stability_penalty:
-            rise = torch.log(loss + _LOG_LOSS_FLOOR) - torch.log(best_loss + _LOG_LOSS_FLOOR)
+            rise = log_loss - torch.log(best_loss + _LOG_LOSS_FLOOR)
             term = term + self.config.stability_penalty * torch.relu(
                 rise - math.log(self.config.stability_tolerance))
         return term
@@ -250,17 +250,18 @@ class MetaTrainer:
         weights = {route: fuse_weights(net) for route, net in self.nets.items()}
         total, terms = 0.0, 0
         loss = task.loss(state.params, state.step)
-        if state.best_loss is None:  # f(θ_0); later truncations carry the best on
-            state.best_loss = loss.detach()
+        # the run's best loss so far: f(θ_0) on its first truncation, carried on after that
+        best = loss.detach() if state.best_loss is None else state.best_loss
         for k in range(steps):
             state = apply_update(task, state, loss, weights, chunk_size=self.config.chunk_size,
                                  keep_graph=k > 0, horizon=horizon)
             loss = task.loss(state.params, state.step)
             w = self._loss_weight(state.step, horizon)
             if w:
-                total = total + w * self._objective(loss, state.best_loss)
+                total = total + w * self._objective(loss, best)
                 terms += 1
-            state.best_loss = torch.minimum(state.best_loss, loss.detach())
+            best = torch.minimum(best, loss.detach())
+        state.best_loss = best
         # A truncation with no weighted step (loss_weights="final") gives a constant: no update.
         return (total / terms if terms else loss.detach() * 0.0), state
 
