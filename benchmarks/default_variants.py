@@ -201,6 +201,13 @@ VARIANTS = {
     "adaptive-wide-valleys-log-800-val1000-avg-nominal-hyper-b30-stab": (
         "mixture-wide-valleys", "digits-mlp-tanh-1000",
         dict(_AVERAGED, stability_penalty=1.0, stability_tolerance=10.0, net=_BOUNDED_NET)),
+    # twenty-eighth round: the curved-valley recipe with 100-step truncations instead of 20, so
+    # that a meta-gradient spans 100 steps of the step scale's growth (on the stability panel
+    # the climbs start after 200-700 steps); Polyak decay 0.99 instead of 0.998 keeps the
+    # average's window at 10,000 optimizee steps with 5x fewer meta-updates
+    "adaptive-wide-valleys-log-800-val1000-avg-nominal-hyper-b30-u100": (
+        "mixture-wide-valleys", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, unroll=100, weight_average_decay=0.99, net=_BOUNDED_NET)),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
