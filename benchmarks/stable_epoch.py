@@ -47,7 +47,7 @@ import torch
 from learned_optim import WeightsBundle
 from learned_optim.evaluation.evaluate import peak_loss
 from learned_optim.evaluation.runner import OptimizerSpec, run_losses
-from learned_optim.meta.trainer import _epoch_score  # the trainer's own selection score
+from learned_optim.meta import trainer  # its epoch_score: the trainer's own selection score
 from learned_optim.tasks import CurvedValleyFamily
 
 SCREEN_SEED = 10**8
@@ -65,7 +65,7 @@ def epoch_score(folder: str | Path) -> tuple[int, float]:
     if last["epoch"] != provenance.get("epoch_kept", last["epoch"]):
         raise ValueError(f"{folder}: its history ends at epoch {last['epoch']} but it was "
                          f"kept at epoch {provenance['epoch_kept']}")
-    return int(last["epoch"]), float(_epoch_score(last))
+    return int(last["epoch"]), float(trainer.epoch_score(last))
 
 
 def screen_peaks(weights: str | Path, tasks: int, horizon: int) -> list[float]:

@@ -50,7 +50,7 @@ from .config import MetaTrainConfig
 from .distributed import all_reduce_gradients, all_reduce_sum, rank_and_world_size
 from .unroll import apply_update, evaluate, start
 
-__all__ = ["MetaTrainer", "CHECKPOINT_FILE"]
+__all__ = ["MetaTrainer", "CHECKPOINT_FILE", "epoch_score"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -62,9 +62,11 @@ _HORIZON_SEED_OFFSET = 2_147_483_647
 _LOG_LOSS_FLOOR = 1e-8
 
 
-def _epoch_score(entry: dict[str, Any]) -> float:
-    """The selection score of a history entry (histories written before validation_score
-    existed have only the final loss, which was the score)."""
+def epoch_score(entry: dict[str, Any]) -> float:
+    """The selection score of a history entry, lower is better: the trainer keeps the epoch
+    with the lowest (histories written before validation_score existed have only the final
+    loss, which was the score). Public so that tools that re-select an epoch
+    (``benchmarks/stable_epoch.py``) rank epochs exactly as the trainer does."""
     return entry.get("score", entry["final_loss"])
 
 
@@ -477,7 +479,7 @@ class MetaTrainer:
 
     def provenance(self) -> dict[str, Any]:
         untrained = self.history[0] if self.history else {}
-        best = min(self.history[1:], key=_epoch_score, default={})
+        best = min(self.history[1:], key=epoch_score, default={})
         return {
             "task": self.family.describe(),
             "validation_task": self.validation_family.describe(),
