@@ -32,8 +32,8 @@ mean final loss over tuned Adam's and the worst peak / start, then per target th
 geometric mean and wins / ties / losses (the figures of ``summarize_validation.py``).
 ``panel``: the stability panel of ``step_scale_probe.py`` (10 seeds per function; a seed
 blows up when its loss exceeds 10x its start).
-``trace``: on the validation RNN row (``--row``), each test seed's smallest and largest tensor
-scale :math:`e^{\ell_t}` after 250, 500 and 1,000 steps.
+``trace``: on the validation RNN row (``val-teacher-rnn``), each test seed's smallest and
+largest tensor scale :math:`e^{\ell_t}` after 250, 500 and 1,000 steps.
 """
 import argparse
 import contextlib
