@@ -46,12 +46,11 @@ import torch
 
 import learned_optim.update as update_rule
 from learned_optim.evaluation import select_rows
-from learned_optim.evaluation.evaluate import blown_up, peak_loss
-from learned_optim.evaluation.runner import OptimizerSpec, final_loss, run_losses
+from learned_optim.evaluation.evaluate import peak_loss
+from learned_optim.evaluation.runner import OptimizerSpec, final_loss, leaf_copies, run_losses
 from learned_optim.evaluation.stats import paired_difference, verdict
-from learned_optim.evaluation.runner import _leaves  # a task's parameters as leaf tensors
 from learned_optim.evaluation.suites import protocol_for
-from step_scale_probe import PANEL, SEEDS
+from step_scale_probe import PANEL, panel_runs, summary
 from summarize_validation import clipped_geometric_mean, tuned_adam_lrs
 
 TUNED = Path(__file__).resolve().parents[1] / "docs/evidence/validation/run36/results.json"
@@ -115,16 +114,10 @@ def _panel(targets, weights) -> dict:
         for family in PANEL:
             started = time.time()
             with step_scale_target(target):
-                curves = run_losses(family, SEEDS, family.horizon,
-                                    OptimizerSpec(f"c0={target:g}", "learned", weights))[0]
-            finals = final_loss(curves)
-            entry = {"final": finals.tolist(), "blow_ups": int(blown_up(curves).sum()),
-                     "peak_over_start": (peak_loss(curves) / curves[:, 0].abs()).tolist()}
+                entry = panel_runs(family, OptimizerSpec(f"c0={target:g}", "learned", weights))
             results.setdefault(family.name, {})[f"{target:g}"] = entry
-            print(f"{family.name:16s} c0={target:g}  blow-ups {entry['blow_ups']}/{len(SEEDS)}  "
-                  f"median final {finals.median():.3g}  worst peak/start "
-                  f"{max(entry['peak_over_start']):.3g}  ({time.time() - started:.0f} s)",
-                  flush=True)
+            print(f"{family.name:16s} c0={target:g}  {summary(entry)}  "
+                  f"({time.time() - started:.0f} s)", flush=True)
     return results
 
 
@@ -134,7 +127,7 @@ def _trace(targets, weights, row_name="val-teacher-rnn", at=(250, 500, 1000)) ->
     for target in targets:
         for seed in protocol_for("validation", False).test_seeds:
             task = family.sample(seed)
-            leaves = _leaves(task.params)
+            leaves = leaf_copies(task.params)
             optimizer = OptimizerSpec("trace", "learned", weights).build(
                 [leaves], [1.0], task.routes, total_steps=row.horizon)
             config = next(iter(optimizer.weights.nets.values())).config

@@ -130,6 +130,22 @@ def with_step_scale_rule(bundle: WeightsBundle, bound: float, shrink: float) -> 
     return WeightsBundle(nets, name=f"{bundle.name}-B{bound:g}-k{shrink:g}")
 
 
+def panel_runs(family: _FunctionFamily, spec: OptimizerSpec, seeds=SEEDS) -> dict:
+    """``spec`` on ``family`` from each of ``seeds``: every seed's final loss and peak / start,
+    and how many seeds blew up."""
+    curves = run_losses(family, seeds, family.horizon, spec)[0]
+    return {"final": final_loss(curves).tolist(),
+            "peak_over_start": (peak_loss(curves) / curves[:, 0].abs()).tolist(),
+            "blow_ups": int(blown_up(curves).sum())}
+
+
+def summary(entry: dict) -> str:
+    """The line printed for one :func:`panel_runs` entry."""
+    finals = torch.tensor(entry["final"], dtype=torch.float64)
+    return (f"blow-ups {entry['blow_ups']}/{len(entry['final'])}  median final "
+            f"{finals.median():.3g}  worst peak/start {max(entry['peak_over_start']):.3g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="default", help="bundled name or bundle folder")
@@ -153,18 +169,10 @@ def main() -> None:
             spec = OptimizerSpec(setting, "learned", str(path))
         for family in (f for f in PANEL if f.name in args.functions):
             started = time.time()
-            seeds = SEEDS[:args.seeds]
-            curves = run_losses(family, seeds, family.horizon, spec)[0]
-            finals = final_loss(curves[None])[0]
-            blow_ups = int(blown_up(curves).sum())
-            entry = {"final": finals.tolist(),
-                     "peak_over_start": (peak_loss(curves) / curves[:, 0].abs()).tolist(),
-                     "blow_ups": blow_ups}
+            entry = panel_runs(family, spec, SEEDS[:args.seeds])
             results.setdefault(family.name, {})[setting] = entry
-            print(f"{family.name:16s} B:k={setting:22s} blow-ups {blow_ups}/{len(seeds)}  "
-                  f"median final {finals.median():.3g}  worst peak/start "
-                  f"{max(entry['peak_over_start']):.3g}  ({time.time() - started:.0f} s)",
-                  flush=True)
+            print(f"{family.name:16s} B:k={setting:22s} {summary(entry)}  "
+                  f"({time.time() - started:.0f} s)", flush=True)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             json.dump(results, open(args.out, "w"), indent=1)
 

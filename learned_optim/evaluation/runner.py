@@ -143,7 +143,7 @@ def time_per_step(family: TaskFamily, seed: int, steps: int, spec: OptimizerSpec
                   lr: float = 1.0) -> float:
     """Seconds per training step of one ordinary (unstacked) run, timed over ``steps`` steps."""
     task = family.sample(seed)
-    leaves = _leaves(task.params)
+    leaves = leaf_copies(task.params)
     optimizer = spec.build([leaves], [lr], task.routes, total_steps=steps)
     started = time.perf_counter()
     for step in range(steps):
@@ -151,7 +151,9 @@ def time_per_step(family: TaskFamily, seed: int, steps: int, spec: OptimizerSpec
     return (time.perf_counter() - started) / steps
 
 
-def _leaves(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def leaf_copies(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fresh leaf tensors holding ``params``' values (a task's θ₀), for an optimizer to train
+    without touching the task's own tensors."""
     return {name: value.detach().clone().requires_grad_() for name, value in params.items()}
 
 
@@ -168,7 +170,7 @@ def _run_one_at_a_time(family, seeds, horizon, spec, lrs) -> torch.Tensor:
         for i, lr in enumerate(lrs):
             for j, seed in enumerate(seeds):
                 task = family.sample(seed)
-                leaves = _leaves(task.params)
+                leaves = leaf_copies(task.params)
                 optimizer = spec.build([leaves], [lr], task.routes, total_steps=horizon)
                 for step in range(horizon):
                     loss = task.loss(leaves, step)
@@ -219,7 +221,7 @@ def _stack(values: list[Any]) -> torch.Tensor | None:
 
 def _run_side_by_side(family, seeds, horizon, spec, lrs) -> torch.Tensor:
     stack = _SeedStack([family.sample(seed) for seed in seeds], len(lrs))
-    copies = [_leaves(stack.initial) for _ in lrs]
+    copies = [leaf_copies(stack.initial) for _ in lrs]
     optimizer = spec.build(copies, lrs, stack.routes, total_steps=horizon)
     curves = torch.full((horizon, len(lrs), len(seeds)), math.inf, dtype=torch.float64)
     for step in range(horizon):
