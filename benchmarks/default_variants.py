@@ -208,6 +208,14 @@ VARIANTS = {
     "adaptive-wide-valleys-log-800-val1000-avg-nominal-hyper-b30-u100": (
         "mixture-wide-valleys", "digits-mlp-tanh-1000",
         dict(_AVERAGED, unroll=100, weight_average_decay=0.99, net=_BOUNDED_NET)),
+    # thirtieth round: the twentieth round's recipe (the wider mixture, which tied the RNN
+    # rows but blew up on the stability panel's Beale and cubic valleys) with 3 curved-valley
+    # members as in the twenty-second round's mixture (which removed the blow-ups for 2 of 4
+    # seeds); 18 epochs so that each of its 28 members is seen as often as the wider
+    # mixture's 25 in 16
+    "adaptive-wider-valleys-log-800-val1000-avg-nominal-hyper-b30-e18": (
+        "mixture-wider-valleys", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, epochs=18, net=_BOUNDED_NET)),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

@@ -105,6 +105,15 @@ def test_valley_mixture_is_the_wide_mixture_plus_two_valley_members():
                    for member in mixture)
 
 
+def test_wider_valley_mixture_is_the_wider_mixture_plus_three_valley_members():
+    wider = get_task_family("mixture-wider").describe()["members"]
+    mixture = get_task_family("mixture-wider-valleys").describe()["members"]
+    assert mixture[:len(wider)] == wider
+    assert [member["name"] for member in mixture[len(wider):]] == ["curved-valley"] * 3
+    assert not any("evaluation_only" in member or member["name"] in
+                   ("rosenbrock", "adding-rnn", "digits-autoencoder") for member in mixture)
+
+
 def test_the_meta_trainer_trains_default_s_net_on_curved_valleys():
     config = MetaTrainConfig(epochs=1, tasks_per_epoch=2, validation_tasks=1, horizon=40,
                              net=DEFAULT_NET, meta_objective="log_loss")
