@@ -38,7 +38,6 @@ largest tensor scale :math:`e^{\ell_t}` after 250, 500 and 1,000 steps.
 import argparse
 import contextlib
 import json
-import math
 import time
 from pathlib import Path
 
@@ -130,7 +129,6 @@ def _trace(targets, weights, row_name="val-teacher-rnn", at=(250, 500, 1000)) ->
             leaves = leaf_copies(task.params)
             optimizer = OptimizerSpec("trace", "learned", weights).build(
                 [leaves], [1.0], task.routes, total_steps=row.horizon)
-            config = next(iter(optimizer.weights.nets.values())).config
             entry = {}
             with step_scale_target(target):
                 for step in range(1, max(at) + 1):
@@ -138,9 +136,7 @@ def _trace(targets, weights, row_name="val-teacher-rnn", at=(250, 500, 1000)) ->
                     task.loss(leaves, step - 1).backward()
                     optimizer.step()
                     if step in at:
-                        scales = [math.exp(float(optimizer.state[p]["hidden"][
-                            0, 2 * config.num_layers, config.step_scale_column]))
-                            for p in leaves.values()]
+                        scales = [optimizer.step_scale(p) for p in leaves.values()]
                         entry[step] = (min(scales), max(scales))
             results.setdefault(f"{target:g}", {})[seed] = entry
             print(f"c0={target:g} seed {seed}: tensor scales (min-max) " + ", ".join(

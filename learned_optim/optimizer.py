@@ -14,8 +14,8 @@ from .errors import StateDictError, WeightsFormatError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
 from .sharding import is_sharded, local_hidden, local_tensor, saved_hidden_problem, sharded_hidden
 from .update import (ROW_ALIGN, StepWorkspace, fuse_weights, iter_chunks, lstm_step_,
-                     run_progress, update_bound, write_progress_, write_step_scale_,
-                     write_tensor_feature_)
+                     run_progress, stored_log_step_scale, update_bound, write_progress_,
+                     write_step_scale_, write_tensor_feature_)
 from .weights import WeightsBundle, resolve_weights
 
 __all__ = ["LearnedLSTMOptim"]
@@ -133,6 +133,26 @@ class LearnedLSTMOptim(Optimizer):
         return self._bundle
 
     route_param_groups = staticmethod(route_param_groups)
+
+    def step_scale(self, param: torch.Tensor) -> float:
+        r"""The factor :math:`e^{\ell}` by which the per-tensor step-scale rule
+        (``hypergradient_rate > 0``, :func:`learned_optim.update.tensor_step_scale`) multiplied
+        ``param``'s last step: 1.0 before its first step and for weights without the rule.
+        Under FSDP2, this rank's shard's scale. For inspection only; it changes nothing.
+
+        Raises:
+            ValueError: ``param`` is not in this optimizer's param groups.
+        """
+        group = next((group for group in self.param_groups
+                      if any(p is param for p in group["params"])), None)
+        if group is None:
+            raise ValueError("step_scale: this tensor is not one of the optimizer's parameters; "
+                             "pass a tensor given to LearnedLSTMOptim (or add_param_group)")
+        config = self._bundle.nets[_route_of(self, group, param)].config
+        state = self.state.get(param)
+        if not config.scales_steps or not state:
+            return 1.0
+        return math.exp(float(stored_log_step_scale(state["hidden"], config)))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)

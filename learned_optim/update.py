@@ -61,6 +61,7 @@ __all__ = [
     "tensor_statistic",
     "with_tensor_feature",
     "write_tensor_feature_",
+    "stored_log_step_scale",
     "tensor_step_scale",
     "with_step_scale",
     "write_step_scale_",
@@ -152,7 +153,7 @@ class StepWorkspace:
         if rows < 1:
             raise ValueError(f"a workspace needs at least one row, got rows={rows}")
         self.rows, self.config = _aligned(rows), config
-        hidden, layers = config.hidden_size, config.num_layers
+        hidden = config.hidden_size
         width = max(config.input_size, hidden) + hidden
         make = dict(dtype=dtype, device=device)
         # Uninitialised: every row is written before it is read (lstm_step_ zeroes the padding).
@@ -448,6 +449,16 @@ def write_tensor_feature_(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> 
     hidden[:, 2 * config.num_layers, TENSOR_FEATURE_COLUMN] = value.to(hidden.dtype)
 
 
+def stored_log_step_scale(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+    r"""The log step scale :math:`\ell` last written into one tensor's state ``hidden`` by
+    :func:`write_step_scale_` (every coordinate's accumulator row holds the same value), a
+    detached 0-d tensor; 0 for an empty tensor or a state no step has written yet. The step
+    of every coordinate of the tensor was multiplied by :math:`e^{\ell}`."""
+    if hidden.shape[0] == 0:
+        return torch.zeros((), dtype=hidden.dtype, device=hidden.device)
+    return hidden.detach()[0, 2 * config.num_layers, config.step_scale_column]
+
+
 def tensor_step_scale(hidden: torch.Tensor, grad: torch.Tensor, config: LSTMOptimizerConfig,
                       *, maximize: bool = False) -> torch.Tensor:
     r"""The tensor's log step scale for this step (``hypergradient_rate > 0``), a 0-d tensor.
@@ -484,7 +495,7 @@ def tensor_step_scale(hidden: torch.Tensor, grad: torch.Tensor, config: LSTMOpti
     if hidden.shape[0] == 0:
         return torch.zeros((), dtype=dtype, device=hidden.device)
     row = hidden.detach()[:, 2 * config.num_layers]
-    log_scale = torch.nan_to_num(row[0, column].to(dtype), nan=0.0)
+    log_scale = torch.nan_to_num(stored_log_step_scale(hidden, config).to(dtype), nan=0.0)
     vectors = torch.stack([grad.detach().to(dtype), row[:, column + 1].to(dtype)])
     vectors = _finite_scaled_to_one(vectors, dim=1)  # each its own scale: only angles count
     norms = torch.linalg.vector_norm(vectors, dim=1)

@@ -943,6 +943,31 @@ def test_optimizer_scales_maximize_steps_like_the_update_rule_on_the_negated_gra
         float(hidden[0][0, 4, column])) != 0.0
 
 
+def test_optimizer_step_scale_reads_each_tensors_factor():
+    """LearnedLSTMOptim.step_scale(p) is e^ℓ of p's last step: with the silent-head net
+    (Adam(lr=output_scale) steps, β = 1) a constant gradient grows ℓ by 1 a step after the
+    first, a sign-flipping one shrinks it by 1, each tensor on its own; 1.0 before any step
+    and for weights without the rule; a tensor the optimizer does not hold is refused."""
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(**dict(NOMINAL, hypergradient_rate=1.0)))
+    with torch.no_grad():
+        net.head.weight.zero_()
+    steady, flipping = torch.nn.Parameter(torch.zeros(5)), torch.nn.Parameter(torch.zeros(3))
+    optimizer = LearnedLSTMOptim([{"params": [steady]}, {"params": [flipping]}], weights=net)
+    assert optimizer.step_scale(steady) == optimizer.step_scale(flipping) == 1.0
+    for step in range(4):
+        steady.grad, flipping.grad = torch.full((5,), 0.7), torch.full((3,), 0.7 * (-1) ** step)
+        optimizer.step()
+        assert optimizer.step_scale(steady) == pytest.approx(math.exp(step), rel=1e-5)
+        assert optimizer.step_scale(flipping) == pytest.approx(math.exp(-step), rel=1e-5)
+    with pytest.raises(ValueError, match="not one of the optimizer's parameters"):
+        optimizer.step_scale(torch.nn.Parameter(torch.zeros(5)))
+    plain = LearnedLSTMOptim([steady], weights=net_of(5, **NOMINAL))
+    steady.grad = torch.ones(5)
+    plain.step()
+    plain.step()
+    assert plain.step_scale(steady) == 1.0
+
+
 @pytest.mark.parametrize("fields,message", [
     (dict(NOMINAL, step_scale_bound=1.0), "step_scale_bound=1.0.*unless hypergradient_rate > 0"),
     (dict(NOMINAL, hypergradient_shrink=2.0),

@@ -1,6 +1,5 @@
 """MetaTrainer: learning works, the meta-gradient is right, checkpoints resume exactly."""
 
-import dataclasses
 import math
 
 import pytest
