@@ -46,11 +46,15 @@ import torch
 
 from learned_optim import WeightsBundle
 from learned_optim.evaluation.evaluate import peak_loss
-from learned_optim.evaluation.runner import OptimizerSpec, run_losses
+from learned_optim.evaluation.runner import OptimizerSpec, run_losses, run_losses_as_tensors
 from learned_optim.meta import trainer  # its epoch_score: the trainer's own selection score
 from learned_optim.tasks import CurvedValleyFamily
+from step_scale_probe import PANEL  # the stability panel's functions
 
 SCREEN_SEED = 10**8
+# the panel's functions, those with the most blow-ups over the panels of rounds 19-31 first
+PANEL_SCREEN_ORDER = ("sine-valley-1000", "cubic-valley", "beale", "sine-valley",
+                      "dixon-price-10", "valley-1e4", "six-hump-camel")
 
 
 def epoch_score(folder: str | Path) -> tuple[int, float]:
@@ -77,25 +81,53 @@ def screen_peaks(weights: str | Path, tasks: int, horizon: int) -> list[float]:
     return (peak_loss(curves) / curves[:, 0].abs()).tolist()
 
 
+def panel_screen_peaks(weights: str | Path, tasks: int, limit: float) -> dict[str, list[float]]:
+    """The panel's kinds of function (``step_scale_probe.PANEL``, each at its own horizon)
+    from ``tasks`` other starts each (seeds :math:`10^8 + i`; the panel's are 5000-5009): per
+    function, every run's largest loss over its start. Functions run in ``PANEL_SCREEN_ORDER``
+    (those that blew up most often on the panel first) and stop after the first with a run
+    above ``limit``, which already fails the epoch."""
+    spec = OptimizerSpec("screened", "learned", str(weights))
+    families = {family.name: family for family in PANEL}
+    seeds = [SCREEN_SEED + i for i in range(tasks)]
+    peaks = {}
+    for name in PANEL_SCREEN_ORDER:
+        family = families[name]
+        curves = run_losses_as_tensors(family, seeds, family.horizon, spec)[0]
+        peaks[name] = (peak_loss(curves) / curves[:, 0].abs()).tolist()
+        if not passes(peaks[name], limit):
+            break
+    return peaks
+
+
 def passes(peaks: Sequence[float], limit: float) -> bool:
     """Whether every task's peak / start ratio is finite and at most ``limit``."""
     return all(math.isfinite(p) and p <= limit for p in peaks)
 
 
 def choose_epoch(folders: Sequence[str | Path], *, tasks: int, horizon: int, limit: float,
-                 screen_all: bool = False, log=print) -> dict:
+                 screen_all: bool = False, screen: str = "valleys", log=print) -> dict:
     """Screen ``folders`` best validation score first; return a report whose ``"kept"`` is the
-    folder of the first that passes (``None`` when none does)."""
+    folder of the first that passes (``None`` when none does). ``screen``: ``"valleys"``
+    (generated curved valleys, ``horizon`` steps) or ``"panel"`` (the panel's functions from
+    other starts, :func:`panel_screen_peaks`)."""
     ranked = sorted((epoch_score(f) + (str(f),) for f in folders), key=lambda e: (e[1], e[0]))
-    report = {"tasks": tasks, "horizon": horizon, "peak_limit": limit,
+    report = {"screen": screen, "tasks": tasks, "horizon": horizon, "peak_limit": limit,
               "screen_seeds": [SCREEN_SEED, SCREEN_SEED + tasks - 1], "epochs": [],
               "kept": None, "kept_epoch": None}
     for epoch, score, folder in ranked:
         started = time.time()
-        peaks = screen_peaks(folder, tasks, horizon)
+        if screen == "panel":
+            by_function = panel_screen_peaks(folder, tasks, limit)
+            peaks = [p for values in by_function.values() for p in values]
+        else:
+            by_function, peaks = None, screen_peaks(folder, tasks, horizon)
         ok = passes(peaks, limit)
-        report["epochs"].append({"epoch": epoch, "score": score, "folder": folder,
-                                 "peaks": peaks, "passes": ok})
+        entry = {"epoch": epoch, "score": score, "folder": folder, "peaks": peaks,
+                 "passes": ok}
+        if by_function is not None:
+            entry["peaks_by_function"] = by_function
+        report["epochs"].append(entry)
         log(f"epoch {epoch:2d}  score {score:.4g}  worst peak/start {max(peaks):.3g}  "
             f"{'passes' if ok else 'fails'}  ({time.time() - started:.0f} s)")
         if ok and report["kept"] is None:
@@ -112,6 +144,9 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=3000, help="steps per screened valley")
     parser.add_argument("--peak", type=float, default=2.0,
                         help="largest loss / start allowed on every screened valley")
+    parser.add_argument("--screen", choices=("valleys", "panel"), default="valleys",
+                        help="generated curved valleys (--horizon steps) or the panel's "
+                        "functions from --tasks other starts each (their own horizons)")
     parser.add_argument("--all", action="store_true", help="screen every epoch")
     parser.add_argument("--out", default=None, help="write the report as JSON")
     args = parser.parse_args()
@@ -119,7 +154,7 @@ def main() -> None:
         parser.error("--tasks must be >= 1, --horizon >= 2 and --peak >= 1")
     torch.set_num_threads(1)
     report = choose_epoch(args.epochs, tasks=args.tasks, horizon=args.horizon,
-                          limit=args.peak, screen_all=args.all)
+                          limit=args.peak, screen_all=args.all, screen=args.screen)
     print(f"kept: {report['kept']}" if report["kept"] else
           f"no epoch passes the screen (peak <= {args.peak:g}x start)")
     if args.out:

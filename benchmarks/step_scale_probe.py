@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 from learned_optim.evaluation.evaluate import blown_up, peak_loss
-from learned_optim.evaluation.runner import OptimizerSpec, final_loss, run_losses
+from learned_optim.evaluation.runner import OptimizerSpec, final_loss, run_losses_as_tensors
 from learned_optim.tasks.base import Task, TaskFamily
 from learned_optim.tasks.heldout import _Point  # a point in R^n as a module (no data)
 from learned_optim.weights import WeightsBundle, resolve_weights
@@ -132,8 +132,10 @@ def with_step_scale_rule(bundle: WeightsBundle, bound: float, shrink: float) -> 
 
 def panel_runs(family: _FunctionFamily, spec: OptimizerSpec, seeds=SEEDS) -> dict:
     """``spec`` on ``family`` from each of ``seeds``: every seed's final loss and peak / start,
-    and how many seeds blew up."""
-    curves = run_losses(family, seeds, family.horizon, spec)[0]
+    and how many seeds blew up. The seeds run as separate tensors of one optimizer
+    (:func:`~learned_optim.evaluation.runner.run_losses_as_tensors`: each its own step scale,
+    the same losses as runs one at a time, about 4x faster)."""
+    curves = run_losses_as_tensors(family, seeds, family.horizon, spec)[0]
     return {"final": final_loss(curves).tolist(),
             "peak_over_start": (peak_loss(curves) / curves[:, 0].abs()).tolist(),
             "blow_ups": int(blown_up(curves).sum())}

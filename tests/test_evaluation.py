@@ -292,3 +292,63 @@ def test_evaluate_quick_writes_its_table_plots_and_curves(tmp_path):
         assert (out / "plots" / f"{row}.png").stat().st_size > 1000
     with safe_open(str(out / "curves.safetensors"), framework="pt") as handle:
         assert handle.get_tensor("digits-mlp/Adam (tuned)").shape == (3, 100)
+
+
+def _per_tensor_net_weights(tmp_path):
+    """A bundle whose net reads a per-tensor statistic and scales each tensor's step."""
+    from learned_optim import LSTMOptimizerConfig, LSTMOptimizerNet, WeightsBundle
+    net = LSTMOptimizerNet(LSTMOptimizerConfig(features="adaptive", update="direction_magnitude",
+                                               output_scale=0.01, tensor_feature=True,
+                                               hypergradient_rate=0.5), seed=0)
+    with torch.no_grad():
+        net.head.weight[1, -1] = -0.5  # the step size follows the tensor's statistic
+    WeightsBundle({"fc": net}, name="tensor").save_pretrained(tmp_path / "b")
+    return OptimizerSpec("t", "learned", str(tmp_path / "b"))
+
+
+@pytest.mark.parametrize("make_family", [QuadraticFamily, RosenbrockFamily,
+                                         lambda: DigitsMLPFamily(split="test")],
+                         ids=["quadratic", "rosenbrock", "digits-mlp"])
+def test_seeds_as_separate_tensors_of_one_optimizer_are_each_seeds_own_run(tmp_path,
+                                                                           make_family):
+    """run_losses_as_tensors (the stability panel's runner) gives every seed the curve it gets
+    run alone, per-tensor statistic and step scale included, while stacking the seeds into one
+    tensor would pool them."""
+    from learned_optim.evaluation import runner
+    spec = _per_tensor_net_weights(tmp_path)
+    family, seeds = make_family(), [1, 2, 3]
+    together = runner.run_losses_as_tensors(family, seeds, 25, spec)
+    alone = run_losses(family, seeds, 25, spec, side_by_side=False)
+    assert together.shape == (1, 3, 25)
+    torch.testing.assert_close(together, alone, rtol=1e-6, atol=1e-9)
+    if family.batched_seeds:
+        pooled = runner._run_side_by_side(family, seeds, 25, spec, (1.0,))
+        assert not torch.allclose(pooled, alone, rtol=1e-3, atol=1e-4)
+
+
+class _BreaksAt(TaskFamily):
+    """x² from x = seed; seed 2's loss turns non-finite at step 4."""
+    batched_seeds = False
+
+    def sample(self, seed):
+        from learned_optim.tasks.heldout import _Point
+
+        def loss(x, _targets):
+            return (x.square().sum() * (math.inf if seed == 2 and x.detach().abs().sum() < 1.9
+                                        else 1.0))
+        return Task(model=_Point(torch.tensor([float(seed)])),
+                    sample_batch=lambda step: (None, None), loss_fn=loss)
+
+
+def test_a_seed_that_diverges_among_separate_tensors_stops_alone():
+    """Seed 2's loss goes non-finite once SGD has moved it below 1.9: its curve is inf from
+    there on, as in a run of its own, and seeds 1 and 3 go on exactly as they would alone."""
+    from learned_optim.evaluation import runner
+    spec, family = OptimizerSpec("SGD", "sgd"), _BreaksAt()
+    together = runner.run_losses_as_tensors(family, [1, 2, 3], 10, spec, lr=0.01)
+    alone = run_losses(family, [1, 2, 3], 10, spec, (0.01,), side_by_side=False)
+    broke = int(torch.isinf(alone[0, 1]).nonzero()[0])
+    assert 0 < broke < 10
+    assert torch.isinf(together[0, 1, broke:]).all()
+    torch.testing.assert_close(together, alone, rtol=0, atol=0)
+    assert torch.isfinite(together[0, [0, 2]]).all()

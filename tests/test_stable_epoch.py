@@ -95,3 +95,37 @@ def test_a_better_scored_epoch_that_overshoots_is_passed_over(tiny_run, stable_e
     everything = stable_epoch.choose_epoch(folders, tasks=2, horizon=60, limit=math.inf,
                                            screen_all=True, log=lambda line: None)
     assert everything["kept_epoch"] == 9 and len(everything["epochs"]) == 3
+
+
+def test_the_panel_screen_stops_an_epoch_at_its_first_function_that_blows_up(
+        tiny_run, stable_epoch, tmp_path, monkeypatch):
+    """``--screen panel``: the panel's functions (shortened here to 60 steps) from the screen's
+    own starts, worst first; an epoch whose step is 1,000x too large blows up (above 10x its
+    start) on the first function, which ends its screen, and the run's best epoch is kept."""
+    probe = load_benchmark("step_scale_probe")
+    short = tuple(probe._FunctionFamily(f.name, f.loss, f.centre.tolist(), f.spread, 60)
+                  for f in probe.PANEL)
+    monkeypatch.setattr(stable_epoch, "PANEL", short)
+    root, provenance = tiny_run
+    best = provenance["metrics"]["best_epoch"]
+    good = WeightsBundle.from_pretrained(root / "epochs" / f"epoch-{best:02d}")
+    nets = {}
+    for route, net in good.nets.items():
+        clone = type(net)(dataclasses.replace(net.config,
+                                              output_scale=net.config.output_scale * 1000))
+        clone.load_state_dict(net.state_dict())
+        nets[route] = clone
+    history = [*good.provenance["history"], {"epoch": 9, "score": -1.0, "final_loss": 0.0}]
+    WeightsBundle(nets, name="overshoots", provenance={
+        **good.provenance, "history": history, "epoch_kept": 9}).save_pretrained(
+            tmp_path / "epoch-09")
+    folders = [tmp_path / "epoch-09", root / "epochs" / f"epoch-{best:02d}"]
+    report = stable_epoch.choose_epoch(folders, tasks=3, horizon=0, limit=10.0,
+                                       screen="panel", log=lambda line: None)
+    first, second = report["epochs"]
+    assert first["epoch"] == 9 and not first["passes"]
+    assert list(first["peaks_by_function"]) == ["sine-valley-1000"]  # stopped there
+    assert max(first["peaks"]) > 10.0 and len(first["peaks"]) == 3
+    assert second["passes"] and report["kept_epoch"] == best
+    assert list(second["peaks_by_function"]) == list(stable_epoch.PANEL_SCREEN_ORDER)
+    assert sorted(stable_epoch.PANEL_SCREEN_ORDER) == sorted(f.name for f in probe.PANEL)

@@ -182,6 +182,52 @@ def _run_one_at_a_time(family, seeds, horizon, spec, lrs) -> torch.Tensor:
     return curves
 
 
+def run_losses_as_tensors(family: TaskFamily, seeds: Sequence[int], horizon: int,
+                          spec: OptimizerSpec, lr: float = 1.0) -> torch.Tensor:
+    r"""The losses of :func:`run_losses` (``lrs=(lr,)``) with every seed's parameters as their
+    own tensors in **one** optimizer: a float64 tensor ``(1, len(seeds), horizon)``.
+
+    Seeds stacked side by side (:func:`run_losses` with ``side_by_side=True``) share one tensor
+    per parameter, so a per-tensor statistic (``tensor_feature``, the step scale of
+    ``hypergradient_rate > 0``) would pool them. Here seed :math:`j`'s parameters are separate
+    leaves, each with its own state; the optimizer steps on :math:`\sum_j f_j(\theta^{(j)})`,
+    whose gradient with respect to :math:`\theta^{(j)}` is :math:`\nabla f_j` alone, so every
+    seed sees what it would see run alone, and the LSTM runs once per step over all seeds'
+    coordinates instead of once per seed. The results agree with one-at-a-time runs up to the
+    rounding of a larger matrix multiply (``tests/test_runner.py``). A seed whose loss goes
+    non-finite is dropped from the sum and its remaining losses are ``inf``; a tensor with a
+    non-finite gradient is left unchanged by the optimizer, as in a lone run. Only for tasks whose loss reads nothing but their own parameters and
+    batch (no shared global random state).
+    """
+    tasks = [family.sample(seed) for seed in seeds]
+    leaves = [leaf_copies(task.params) for task in tasks]
+    everything = {f"{j}/{name}": leaf for j, own in enumerate(leaves)
+                  for name, leaf in own.items()}
+    routes = {f"{j}/{name}": task.routes[name] for j, task in enumerate(tasks)
+              for name in task.params}
+    optimizer = spec.build([everything], [lr], routes, total_steps=horizon)
+    curves = torch.full((len(seeds), horizon), math.inf, dtype=torch.float64)
+    alive = [True] * len(seeds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # divergence is recorded as inf
+        for step in range(horizon):
+            total = None
+            for j, (task, own) in enumerate(zip(tasks, leaves)):
+                if not alive[j]:
+                    continue
+                loss = task.loss(own, step)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    alive[j] = False
+                    continue
+                curves[j, step] = value
+                total = loss if total is None else total + loss
+            if total is None:
+                break
+            _train_step(total, optimizer)
+    return curves.unsqueeze(0)
+
+
 class _SeedStack:
     """Tasks of several seeds (and copies per learning rate) evaluated in one vmapped call."""
 
