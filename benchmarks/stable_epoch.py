@@ -26,7 +26,18 @@ moved seeds 2 and 3 from epoch 3 to epochs 2 and 4, neither of which blows up on
 (1.0x), which blows up on the panel's steep sine and cubic valleys. A screen of 20 valleys
 catches some overshooting epochs, not all.
 
+``--screen panel`` (thirty-second round) screens on the panel's own seven functions instead
+(``step_scale_probe.PANEL``, each at its own horizon) from ``--tasks`` other starts each
+(seeds :math:`10^8 + i`; the panel's are 5000-5009), the functions that blew up most often on
+the panel first, stopping an epoch at its first function with a run above ``--peak``: over the
+panels of rounds 19-31 the epochs that blow up differ from those that do not in near-misses
+on those very functions (second-worst peaks of 9-12x on the steep sine and cubic valleys),
+which curved valleys do not show. The seeds of a function run as separate tensors of one
+optimizer (:func:`~learned_optim.evaluation.runner.run_losses_as_tensors`).
+
     python benchmarks/stable_epoch.py /tmp/r24/epochs-s2/VARIANT/epoch-* --out /tmp/r24/s2.json
+    python benchmarks/stable_epoch.py /tmp/r30/epochs-s0/VARIANT/epoch-* --screen panel \
+        --tasks 20 --peak 10 --out /tmp/r32/pscreen-s0.json
 
 Prints one line per screened epoch (score, worst peak / start, pass) and the kept epoch's
 folder; ``--all`` screens every epoch, not just down to the first that passes. The panel and
@@ -59,17 +70,26 @@ PANEL_SCREEN_ORDER = ("sine-valley-1000", "cubic-valley", "beale", "sine-valley"
 
 def epoch_score(folder: str | Path) -> tuple[int, float]:
     """The epoch of a kept bundle and the validation score the trainer gave it (lower is
-    better), from the last entry of its provenance history."""
+    better): for a folder written by ``--keep-epochs`` the last entry of its provenance
+    history (``epoch_kept``); for a run's final bundle, which holds its best epoch
+    (``metrics["best_epoch"]``) but records every epoch's history, that epoch's entry."""
     provenance = WeightsBundle.from_pretrained(folder).provenance
     history = provenance.get("history") or []
     if not history or "epoch" not in history[-1]:
         raise ValueError(f"{folder} has no meta-training history in its provenance; give "
                          "folders written by --keep-epochs")
     last = history[-1]
-    if last["epoch"] != provenance.get("epoch_kept", last["epoch"]):
-        raise ValueError(f"{folder}: its history ends at epoch {last['epoch']} but it was "
-                         f"kept at epoch {provenance['epoch_kept']}")
-    return int(last["epoch"]), float(trainer.epoch_score(last))
+    if "epoch_kept" in provenance:
+        if last["epoch"] != provenance["epoch_kept"]:
+            raise ValueError(f"{folder}: its history ends at epoch {last['epoch']} but it was "
+                             f"kept at epoch {provenance['epoch_kept']}")
+        entry = last
+    else:
+        best = (provenance.get("metrics") or {}).get("best_epoch", last["epoch"])
+        entry = next((e for e in history if e.get("epoch") == best), None)
+        if entry is None:
+            raise ValueError(f"{folder}: its best epoch {best} is not in its history")
+    return int(entry["epoch"]), float(trainer.epoch_score(entry))
 
 
 def screen_peaks(weights: str | Path, tasks: int, horizon: int) -> list[float]:

@@ -50,6 +50,22 @@ def test_epoch_score_is_the_trainer_s_own_score_of_that_epoch(tiny_run, stable_e
             (epoch, history[epoch])
 
 
+def test_a_runs_final_bundle_is_scored_as_the_best_epoch_it_holds(tiny_run, stable_epoch,
+                                                                   tmp_path):
+    """The trainer's output folder holds its best epoch's weights but records every epoch's
+    history: it is that epoch, with that epoch's score, not the last one."""
+    root, provenance = tiny_run
+    best = provenance["metrics"]["best_epoch"]
+    history = {entry["epoch"]: entry["score"] for entry in provenance["history"]}
+    assert "epoch_kept" not in provenance
+    assert stable_epoch.epoch_score(root / "out") == (best, history[best])
+    bundle = WeightsBundle.from_pretrained(root / "out")  # the same run, had epoch 1 been best
+    WeightsBundle(bundle.nets, name="first", provenance={
+        **bundle.provenance, "metrics": {**bundle.provenance["metrics"], "best_epoch": 1}}
+    ).save_pretrained(tmp_path / "first")
+    assert stable_epoch.epoch_score(tmp_path / "first") == (1, history[1])
+
+
 def test_a_bundle_without_history_is_refused_with_the_fix(tiny_run, stable_epoch, tmp_path):
     root, _ = tiny_run
     bundle = WeightsBundle.from_pretrained(root / "out")
