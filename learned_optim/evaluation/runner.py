@@ -193,11 +193,13 @@ def run_losses_as_tensors(family: TaskFamily, seeds: Sequence[int], horizon: int
     leaves, each with its own state; the optimizer steps on :math:`\sum_j f_j(\theta^{(j)})`,
     whose gradient with respect to :math:`\theta^{(j)}` is :math:`\nabla f_j` alone, so every
     seed sees what it would see run alone, and the LSTM runs once per step over all seeds'
-    coordinates instead of once per seed. The results agree with one-at-a-time runs up to the
-    rounding of a larger matrix multiply (``tests/test_runner.py``). A seed whose loss goes
-    non-finite is dropped from the sum and its remaining losses are ``inf``; a tensor with a
-    non-finite gradient is left unchanged by the optimizer, as in a lone run. Only for tasks whose loss reads nothing but their own parameters and
-    batch (no shared global random state).
+    coordinates instead of once per seed. The curves equal one-at-a-time runs' up to the
+    rounding of a larger matrix multiply (``tests/test_evaluation.py``; on the stability
+    panel of ``benchmarks/step_scale_probe.py`` they are the same bits). A seed whose loss
+    goes non-finite is dropped from the sum and its remaining losses are ``inf``; a tensor
+    with a non-finite gradient is left unchanged by the optimizer, as in a lone run. Only for
+    tasks whose loss reads nothing but their own parameters and batch (no shared global
+    random state).
     """
     tasks = [family.sample(seed) for seed in seeds]
     leaves = [leaf_copies(task.params) for task in tasks]
