@@ -145,3 +145,20 @@ def test_the_panel_screen_stops_an_epoch_at_its_first_function_that_blows_up(
     assert second["passes"] and report["kept_epoch"] == best
     assert list(second["peaks_by_function"]) == list(stable_epoch.PANEL_SCREEN_ORDER)
     assert sorted(stable_epoch.PANEL_SCREEN_ORDER) == sorted(f.name for f in probe.PANEL)
+
+
+def test_screen_starts_counts_each_start_s_failures_and_summarises_a_run():
+    """benchmarks/screen_starts.py: per start index, how many screened epochs rose above the
+    limit on one function (epochs that stopped before it are not counted); and one run's
+    peak, first step above the limit, step of the peak and final loss."""
+    import torch
+    starts = load_benchmark("screen_starts")
+    reports = [{"epochs": [
+        {"peaks_by_function": {"sine-valley-1000": [1.0, 12.0, 30.0]}},
+        {"peaks_by_function": {"sine-valley-1000": [1.0, 9.0, 11.0], "beale": [99.0]}},
+        {"peaks_by_function": {"cubic-valley": [50.0]}}]}]
+    assert starts.failing_starts(reports, "sine-valley-1000", 10.0) == (2, {1: 1, 2: 2})
+    curve = torch.tensor([[2.0, 10.0, 25.0, 40.0, 3.0]], dtype=torch.float64)
+    assert starts.run_summary(curve, 10.0) == [
+        "peak 20x  first above 10x: 2  largest at 3  final 3"]
+    assert starts.run_summary(curve, 50.0)[0].startswith("peak 20x  first above 50x: -")
