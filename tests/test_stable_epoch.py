@@ -82,14 +82,10 @@ def test_passes_needs_every_peak_finite_and_within_the_limit(stable_epoch, peaks
     assert stable_epoch.passes(peaks, limit) is expected
 
 
-def test_a_better_scored_epoch_that_overshoots_is_passed_over(tiny_run, stable_epoch,
-                                                              tmp_path):
-    """An epoch given the best score but a step 1,000x too large (so the valleys' losses shoot
-    far above their starts) is screened first and rejected; the run's own best epoch is kept.
-    The screen runs for real, on real curved valleys."""
-    root, provenance = tiny_run
-    best = provenance["metrics"]["best_epoch"]
-    good = WeightsBundle.from_pretrained(root / "epochs" / f"epoch-{best:02d}")
+def _overshooting_epoch_9(good_folder, out):
+    """Write to ``out`` the epoch ``good_folder`` holds with a step 1,000x too large, recorded
+    as epoch 9 with the best score of the run (-1)."""
+    good = WeightsBundle.from_pretrained(good_folder)
     nets = {}
     for route, net in good.nets.items():
         clone = type(net)(dataclasses.replace(net.config,
@@ -98,8 +94,17 @@ def test_a_better_scored_epoch_that_overshoots_is_passed_over(tiny_run, stable_e
         nets[route] = clone
     history = [*good.provenance["history"], {"epoch": 9, "score": -1.0, "final_loss": 0.0}]
     WeightsBundle(nets, name="overshoots", provenance={
-        **good.provenance, "history": history, "epoch_kept": 9}).save_pretrained(
-            tmp_path / "epoch-09")
+        **good.provenance, "history": history, "epoch_kept": 9}).save_pretrained(out)
+
+
+def test_a_better_scored_epoch_that_overshoots_is_passed_over(tiny_run, stable_epoch,
+                                                              tmp_path):
+    """An epoch given the best score but a step 1,000x too large (so the valleys' losses shoot
+    far above their starts) is screened first and rejected; the run's own best epoch is kept.
+    The screen runs for real, on real curved valleys."""
+    root, provenance = tiny_run
+    best = provenance["metrics"]["best_epoch"]
+    _overshooting_epoch_9(root / "epochs" / f"epoch-{best:02d}", tmp_path / "epoch-09")
     folders = [tmp_path / "epoch-09", root / "epochs" / "epoch-01", root / "epochs" / "epoch-02"]
     report = stable_epoch.choose_epoch(folders, tasks=2, horizon=60, limit=3.0,
                                        log=lambda line: None)
@@ -124,17 +129,7 @@ def test_the_panel_screen_stops_an_epoch_at_its_first_function_that_blows_up(
     monkeypatch.setattr(stable_epoch, "PANEL", short)
     root, provenance = tiny_run
     best = provenance["metrics"]["best_epoch"]
-    good = WeightsBundle.from_pretrained(root / "epochs" / f"epoch-{best:02d}")
-    nets = {}
-    for route, net in good.nets.items():
-        clone = type(net)(dataclasses.replace(net.config,
-                                              output_scale=net.config.output_scale * 1000))
-        clone.load_state_dict(net.state_dict())
-        nets[route] = clone
-    history = [*good.provenance["history"], {"epoch": 9, "score": -1.0, "final_loss": 0.0}]
-    WeightsBundle(nets, name="overshoots", provenance={
-        **good.provenance, "history": history, "epoch_kept": 9}).save_pretrained(
-            tmp_path / "epoch-09")
+    _overshooting_epoch_9(root / "epochs" / f"epoch-{best:02d}", tmp_path / "epoch-09")
     folders = [tmp_path / "epoch-09", root / "epochs" / f"epoch-{best:02d}"]
     report = stable_epoch.choose_epoch(folders, tasks=3, horizon=0, limit=10.0,
                                        screen="panel", log=lambda line: None)
