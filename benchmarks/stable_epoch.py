@@ -33,7 +33,11 @@ the panel first, stopping an epoch at its first function with a run above ``--pe
 panels of rounds 19-31 the epochs that blow up differ from those that do not in near-misses
 on those very functions (second-worst peaks of 9-12x on the steep sine and cubic valleys),
 which curved valleys do not show. The seeds of a function run as separate tensors of one
-optimizer (:func:`~learned_optim.evaluation.runner.run_losses_as_tensors`).
+optimizer (:func:`~learned_optim.evaluation.runner.run_losses_as_tensors`). What it did
+(README, thirty-second to thirty-fourth rounds): it rejected all seven epochs that had blown
+up on the panel and four that the panel passed (four of its steep sine valley starts lie on
+the valley floor), and passed one that blows up on the panel's Dixon-Price function. The
+report's ``horizon`` is unused in this mode (each function runs for its own).
 
     python benchmarks/stable_epoch.py /tmp/r24/epochs-s2/VARIANT/epoch-* --out /tmp/r24/s2.json
     python benchmarks/stable_epoch.py /tmp/r30/epochs-s0/VARIANT/epoch-* --screen panel \
