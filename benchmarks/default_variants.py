@@ -216,6 +216,12 @@ VARIANTS = {
     "adaptive-wider-valleys-log-800-val1000-avg-nominal-hyper-b30-e18": (
         "mixture-wider-valleys", "digits-mlp-tanh-1000",
         dict(_AVERAGED, epochs=18, net=_BOUNDED_NET)),
+    # prepared after the thirty-fourth round, not yet run: the curved-valley recipe with half
+    # of its valley runs started on the valley floor, where the panel screen finds the valley
+    # recipes' epochs climbing the wall (choose its epoch with stable_epoch.py --screen panel)
+    "adaptive-wide-valleys-floor-log-800-val1000-avg-nominal-hyper-b30": (
+        "mixture-wide-valleys-floor", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, net=_BOUNDED_NET)),
     # the `default` recipe (400-step runs) with the same 1,000-step checkpoint selection
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",

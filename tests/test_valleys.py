@@ -149,3 +149,45 @@ def test_last_epoch_weights_are_what_validation_scored_at_the_run_s_last_epoch(t
     assert written.fingerprint() == last.fingerprint() != kept.fingerprint()
     with pytest.raises(Exception, match="config|checkpoint"):
         module.last_epoch_bundle("tiny-valleys", 5, tmp_path)  # another seed's config
+
+
+def test_floor_starts_put_that_share_of_starts_on_the_floor_and_change_nothing_else():
+    """floor_starts = p: about p of the tasks start within 0.02 of their floor, at the x and
+    on the valley they would have anyway; the others, and every task with p = 0, are the
+    family's tasks without the option, bit for bit."""
+    plain, none, half = (CurvedValleyFamily(), CurvedValleyFamily(floor_starts=0.0),
+                         CurvedValleyFamily(floor_starts=0.5))
+    on_floor = 0
+    for seed in range(300):
+        base, same, task = plain.sample(seed), none.sample(seed), half.sample(seed)
+        assert torch.equal(base.params["xy"], same.params["xy"])
+        assert torch.equal(base.params["xy"][0::2], task.params["xy"][0::2])
+        assert torch.equal(base.loss_fn.wall, task.loss_fn.wall)
+        if torch.equal(base.params["xy"], task.params["xy"]):
+            continue
+        on_floor += 1
+        x, y = task.params["xy"].double()[0::2], task.params["xy"].double()[1::2]
+        assert ((y - task.loss_fn.floor(x)).abs() <= 0.02 + 1e-6).all()
+        base_y = base.params["xy"].double()[1::2]
+        torch.testing.assert_close(y - task.loss_fn.floor(x),
+                                   0.02 * (base_y - base.loss_fn.floor(x)), rtol=0, atol=1e-6)
+    assert 120 <= on_floor <= 180  # 300 draws at p = 0.5: mean 150, sd 8.7
+    assert half.describe()["floor_starts"] == 0.5 and "floor_starts" not in plain.describe()
+    for bad in (-0.1, 1.5, math.nan):
+        with pytest.raises(ValueError, match="floor_starts"):
+            CurvedValleyFamily(floor_starts=bad)
+
+
+def test_floor_valley_mixture_is_the_valley_mixture_with_floor_starting_valleys():
+    valleys = get_task_family("mixture-wide-valleys").describe()["members"]
+    mixture = get_task_family("mixture-wide-valleys-floor").describe()["members"]
+    assert mixture[:-2] == valleys[:-2]
+    assert [(m["name"], m["floor_starts"]) for m in mixture[-2:]] == [
+        ("curved-valley-floor", 0.5)] * 2
+    assert not any("evaluation_only" in member or member["name"] == "rosenbrock"
+                   for member in mixture)
+    variants = load_benchmark("default_variants").VARIANTS
+    task, validation, config = variants[
+        "adaptive-wide-valleys-floor-log-800-val1000-avg-nominal-hyper-b30"]
+    assert (task, validation) == ("mixture-wide-valleys-floor", "digits-mlp-tanh-1000")
+    assert config == variants["adaptive-wide-valleys-log-800-val1000-avg-nominal-hyper-b30"][2]

@@ -150,6 +150,23 @@ def _wider_valley_mixture() -> MixtureFamily:
                          name="mixture-wider-valleys", horizon=200)
 
 
+def _floor_valleys() -> CurvedValleyFamily:
+    """Generated curved valleys, half of whose tasks start on their floor (issue 10, after the
+    thirty-second round: from floor starts of the stability panel's steep sine valley most
+    epochs of the valley recipes climb the wall, 161-330 steps in)."""
+    return CurvedValleyFamily(floor_starts=0.5, name="curved-valley-floor")
+
+
+def _wide_floor_valley_mixture() -> MixtureFamily:
+    """``mixture-wide-valleys`` with its 2 curved-valley members replaced by
+    :func:`_floor_valleys` (half of their runs start on the valley floor). Nothing else
+    changes; the held-out Rosenbrock function and the stability panel's functions stay
+    unseen."""
+    wide = _wide_mixture()
+    return MixtureFamily(wide.members + [_floor_valleys()] * 2,
+                         name="mixture-wide-valleys-floor", horizon=200)
+
+
 TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "quadratic": QuadraticFamily,
     "digits-mlp": DigitsMLPFamily,
@@ -177,6 +194,8 @@ TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "curved-valley": CurvedValleyFamily,
     "mixture-wide-valleys": _wide_valley_mixture,
     "mixture-wider-valleys": _wider_valley_mixture,
+    "curved-valley-floor": _floor_valleys,
+    "mixture-wide-valleys-floor": _wide_floor_valley_mixture,
     # the wide mixture in rescaled coordinates (issue 10, thirteenth round): each task as it
     # is, or with all its parameters or each tensor rescaled by a log-uniform factor in
     # [0.1, 10], so the step a task wants varies 100-fold at the same gradient statistics
