@@ -216,9 +216,9 @@ VARIANTS = {
     "adaptive-wider-valleys-log-800-val1000-avg-nominal-hyper-b30-e18": (
         "mixture-wider-valleys", "digits-mlp-tanh-1000",
         dict(_AVERAGED, epochs=18, net=_BOUNDED_NET)),
-    # prepared after the thirty-fourth round, not yet run: the curved-valley recipe with half
-    # of its valley runs started on the valley floor, where the panel screen finds the valley
-    # recipes' epochs climbing the wall (choose its epoch with stable_epoch.py --screen panel)
+    # thirty-fifth round: the curved-valley recipe with half of its valley runs started on the
+    # valley floor, where the panel screen finds the valley recipes' epochs climbing the wall
+    # (its epoch chosen with stable_epoch.py --screen panel)
     "adaptive-wide-valleys-floor-log-800-val1000-avg-nominal-hyper-b30": (
         "mixture-wide-valleys-floor", "digits-mlp-tanh-1000",
         dict(_AVERAGED, net=_BOUNDED_NET)),

@@ -100,8 +100,13 @@ def screen_peaks(weights: str | Path, tasks: int, horizon: int) -> list[float]:
     """Per screened curved valley, the largest loss over the run divided by the start
     (``inf`` when the run went non-finite)."""
     seeds = [SCREEN_SEED + i for i in range(tasks)]
-    curves = run_losses(CurvedValleyFamily(), seeds, horizon,
-                        OptimizerSpec("screened", "learned", str(weights)))[0]
+    return peaks_over_start(run_losses(CurvedValleyFamily(), seeds, horizon,
+                                       OptimizerSpec("screened", "learned", str(weights)))[0])
+
+
+def peaks_over_start(curves: torch.Tensor) -> list[float]:
+    """Per run of ``curves`` ``(runs, steps)``, its largest loss over its start (``inf`` for a
+    run that went non-finite)."""
     return (peak_loss(curves) / curves[:, 0].abs()).tolist()
 
 
@@ -117,8 +122,8 @@ def panel_screen_peaks(weights: str | Path, tasks: int, limit: float) -> dict[st
     peaks = {}
     for name in PANEL_SCREEN_ORDER:
         family = families[name]
-        curves = run_losses_as_tensors(family, seeds, family.horizon, spec)[0]
-        peaks[name] = (peak_loss(curves) / curves[:, 0].abs()).tolist()
+        peaks[name] = peaks_over_start(
+            run_losses_as_tensors(family, seeds, family.horizon, spec)[0])
         if not passes(peaks[name], limit):
             break
     return peaks

@@ -164,22 +164,9 @@ def _train_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
 
 
 def _run_one_at_a_time(family, seeds, horizon, spec, lrs) -> torch.Tensor:
-    curves = torch.full((len(lrs), len(seeds), horizon), math.inf, dtype=torch.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # divergence is recorded as inf
-        for i, lr in enumerate(lrs):
-            for j, seed in enumerate(seeds):
-                task = family.sample(seed)
-                leaves = leaf_copies(task.params)
-                optimizer = spec.build([leaves], [lr], task.routes, total_steps=horizon)
-                for step in range(horizon):
-                    loss = task.loss(leaves, step)
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        break
-                    curves[i, j, step] = value
-                    _train_step(loss, optimizer)
-    return curves
+    """Each (lr, seed) alone: :func:`run_losses_as_tensors` with one seed."""
+    return torch.stack([torch.cat([run_losses_as_tensors(family, [seed], horizon, spec, lr)[0]
+                                   for seed in seeds]) for lr in lrs])
 
 
 def run_losses_as_tensors(family: TaskFamily, seeds: Sequence[int], horizon: int,

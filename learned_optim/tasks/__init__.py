@@ -128,15 +128,16 @@ def _wider_mixture() -> MixtureFamily:
     return MixtureFamily(members, name="mixture-wider", horizon=200)
 
 
-def _wide_valley_mixture() -> MixtureFamily:
+def _wide_valley_mixture(valleys: Callable[[], TaskFamily] = CurvedValleyFamily,
+                         name: str = "mixture-wide-valleys") -> MixtureFamily:
     """The wide mixture plus generated curved valleys (:class:`CurvedValleyFamily`, issue 10,
     twenty-second round) as 2 of its 19 members: narrow bending valleys where a step scale
     that grew along the floor overshoots at a bend, a kind of problem the wide mixture lacks.
     The held-out Rosenbrock function and the stability panel's functions
-    (``benchmarks/step_scale_probe.py``) stay unseen."""
+    (``benchmarks/step_scale_probe.py``) stay unseen. ``valleys`` makes the valley member
+    (``mixture-wide-valleys-floor``: :func:`_floor_valleys`)."""
     wide = _wide_mixture()
-    return MixtureFamily(wide.members + [CurvedValleyFamily()] * 2, name="mixture-wide-valleys",
-                         horizon=200)
+    return MixtureFamily(wide.members + [valleys()] * 2, name=name, horizon=200)
 
 
 def _wider_valley_mixture() -> MixtureFamily:
@@ -155,16 +156,6 @@ def _floor_valleys() -> CurvedValleyFamily:
     thirty-second round: from floor starts of the stability panel's steep sine valley most
     epochs of the valley recipes climb the wall, 161-330 steps in)."""
     return CurvedValleyFamily(floor_starts=0.5, name="curved-valley-floor")
-
-
-def _wide_floor_valley_mixture() -> MixtureFamily:
-    """``mixture-wide-valleys`` with its 2 curved-valley members replaced by
-    :func:`_floor_valleys` (half of their runs start on the valley floor). Nothing else
-    changes; the held-out Rosenbrock function and the stability panel's functions stay
-    unseen."""
-    wide = _wide_mixture()
-    return MixtureFamily(wide.members + [_floor_valleys()] * 2,
-                         name="mixture-wide-valleys-floor", horizon=200)
 
 
 TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
@@ -195,7 +186,9 @@ TASK_FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "mixture-wide-valleys": _wide_valley_mixture,
     "mixture-wider-valleys": _wider_valley_mixture,
     "curved-valley-floor": _floor_valleys,
-    "mixture-wide-valleys-floor": _wide_floor_valley_mixture,
+    # mixture-wide-valleys with its 2 valley members started on the floor half of the time
+    "mixture-wide-valleys-floor": lambda: _wide_valley_mixture(_floor_valleys,
+                                                               "mixture-wide-valleys-floor"),
     # the wide mixture in rescaled coordinates (issue 10, thirteenth round): each task as it
     # is, or with all its parameters or each tensor rescaled by a log-uniform factor in
     # [0.1, 10], so the step a task wants varies 100-fold at the same gradient statistics
