@@ -1,6 +1,7 @@
 """The meta-training task families added for the ninth round of issue 10: recurrent models,
 autoencoders on sample-image patches and regressions with an irreducible loss."""
 
+import json
 import math
 from pathlib import Path
 
@@ -135,6 +136,29 @@ def test_clipped_geometric_mean_caps_each_row():
     assert mean([1e6]) == pytest.approx(10.0)
     with pytest.raises(ValueError):
         mean([])
+
+
+def test_rows_view_says_which_rows_a_zero_loss_optimizer_could_win(tmp_path):
+    module = load_benchmark("summarize_validation")
+
+    def adam(final, ci):
+        return {"label": "Adam (tuned)", "final_loss": final, "final_ci": ci}
+
+    # a zero-loss optimizer's paired differences are -A_i: it wins only if A's mean > its CI
+    assert module.zero_loss_wins(adam(0.05, 0.01))
+    assert not module.zero_loss_wins(adam(0.008, 0.0225))  # one stuck seed: the held-out wine
+    assert not module.zero_loss_wins(adam(math.inf, math.nan))
+    rows = [{"row": "spread", "learned_vs_tuned_adam": {"L": {"verdict": "tie"}},
+             "optimizers": [adam(0.008, 0.0225), {"label": "L", "final_loss": 0.0001}]},
+            {"row": "tight", "learned_vs_tuned_adam": {"L": {"verdict": "loses"}},
+             "optimizers": [adam(0.05, 0.01), {"label": "L", "final_loss": 0.1}]}]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"rows": rows}))
+    lines = module.row_lines([str(path)])
+    assert lines[2] == "| spread | L | tie | 0.0125 | yes | **no** |"
+    assert lines[3] == "| tight | L | loses | 2 | no | yes |"
+    assert lines[-1].strip() == ("L: wins 0 / 2 rows; lower mean final loss on 1 / 2; "
+                                 "a zero-loss optimizer would win 1 / 2")
 
 
 def test_selection_panel_runs_four_allowed_families_for_1000_steps():
