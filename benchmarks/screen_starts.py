@@ -10,13 +10,21 @@ the steep sine valley, :math:`f = (1 - x)^2 + 1000 (y - \sin 2x)^2`. This prints
   (5000-5009);
 * ``runs WEIGHTS...``: for bundles (folders or bundled names) and for Adam at ``--adam-lrs``,
   from ``--starts`` (screen start indices), each run's largest loss over its start, the first
-  step above ``--peak`` times its start, the step of the largest loss and the final loss.
+  step above ``--peak`` times its start, the step of the largest loss and the final loss;
+* ``trace WEIGHTS``: one bundle's run from one screen start (``--starts``' first), every
+  ``--every`` steps and at every step above ``--peak`` times its start (up to ``--steps``):
+  the loss over its start, the tensor's step scale :math:`e^{\ell_t}`
+  (:meth:`LearnedLSTMOptim.step_scale`), the point, its height above the valley floor
+  :math:`y - \sin 2x` (sine valleys) and the step taken. Thirty-sixth round: how fast the
+  scale grows along a steep floor, and what it is when the loss jumps.
 
     python benchmarks/screen_starts.py counts docs/evidence/step-scale-probe/round32/pscreen-s{0,2,3}.json \
         docs/evidence/step-scale-probe/round33/pscreen-s3.json
     python benchmarks/screen_starts.py starts
     python benchmarks/screen_starts.py runs default /tmp/r30/epochs-s0/VARIANT/epoch-04 \
         --starts 5 10 15 19 3 11 --adam-lrs 0.001 0.01 0.1
+    python benchmarks/screen_starts.py trace /tmp/r35/epochs-s1/VARIANT/epoch-06 --starts 5 \
+        --steps 700 --every 20
 """
 import argparse
 import collections
@@ -24,6 +32,7 @@ import json
 
 import torch
 
+from learned_optim import LearnedLSTMOptim
 from learned_optim.evaluation.runner import (OptimizerSpec, run_losses,
                                              run_losses_as_tensors)
 from stable_epoch import SCREEN_SEED
@@ -57,15 +66,46 @@ def run_summary(curves: torch.Tensor, peak: float) -> list[str]:
     return lines
 
 
+def trace_lines(family, seed: int, weights: str, steps: int, every: int,
+                peak: float) -> list[str]:
+    """:func:`main`'s ``trace`` mode: one line per ``every`` steps and per step whose loss is
+    above ``peak`` times the start, for ``weights`` on ``family``'s task of ``seed``."""
+    task = family.sample(seed)
+    (name, start), = task.params.items()
+    point = start.clone().requires_grad_(True)
+    optimizer = LearnedLSTMOptim([point], weights=weights)
+    lines, first = [], None
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = task.loss({name: point}, step)
+        loss.backward()
+        value = float(loss.detach())
+        first = value if first is None else first
+        before = point.detach().clone()
+        optimizer.step()
+        if step % every and value <= peak * first:
+            continue
+        line = (f"step {step:5d}  loss {value:9.3g} ({value / first:7.2f}x start)  "
+                f"scale {optimizer.step_scale(point):6.2f}  point "
+                f"({', '.join(f'{v:+.4f}' for v in before.tolist())})")
+        if family.name.startswith("sine-valley") and before.numel() == 2:
+            line += f"  above floor {float(before[1] - torch.sin(2 * before[0])):+.2e}"
+        step_taken = (point.detach() - before).tolist()
+        lines.append(line + f"  step ({', '.join(f'{v:+.2e}' for v in step_taken)})")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("counts", "starts", "runs"))
+    parser.add_argument("mode", choices=("counts", "starts", "runs", "trace"))
     parser.add_argument("inputs", nargs="*", help="screen reports (counts) or weights (runs)")
     parser.add_argument("--function", default="sine-valley-1000")
     parser.add_argument("--peak", type=float, default=10.0)
     parser.add_argument("--tasks", type=int, default=20, help="screen starts (starts mode)")
     parser.add_argument("--starts", type=int, nargs="+", default=[5, 10, 15, 19])
     parser.add_argument("--adam-lrs", type=float, nargs="*", default=[])
+    parser.add_argument("--steps", type=int, default=1000, help="trace: steps to run")
+    parser.add_argument("--every", type=int, default=20, help="trace: print every N steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
     family = next(f for f in PANEL if f.name == args.function)
@@ -81,6 +121,11 @@ def main() -> None:
                 task = family.sample(seed)
                 print(f"{label} {index:2d} (seed {seed}) start loss "
                       f"{float(task.loss(task.params, 0)):.4g}")
+    elif args.mode == "trace":
+        for weights in args.inputs:
+            print(f"{weights}, {args.function} from screen start {args.starts[0]}")
+            print("\n".join(trace_lines(family, SCREEN_SEED + args.starts[0], weights,
+                                         args.steps, args.every, args.peak)))
     else:
         seeds = [SCREEN_SEED + i for i in args.starts]
         for lr in args.adam_lrs:
