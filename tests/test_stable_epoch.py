@@ -157,3 +157,23 @@ def test_screen_starts_counts_each_start_s_failures_and_summarises_a_run():
     assert starts.run_summary(curve, 10.0) == [
         "peak 20x  first above 10x: 2  largest at 3  final 3"]
     assert starts.run_summary(curve, 50.0)[0].startswith("peak 20x  first above 50x: -")
+
+
+def test_screen_starts_trace_prints_every_nth_step_the_scale_and_the_height_above_the_floor():
+    """screen_starts.py trace: the lines of steps 0, N, 2N, ... (and of any step above the
+    limit) with the loss over its start, the step scale after that step (1.00 after the
+    first, whose cosine is 0), the point before the step and its height above the floor."""
+    import math
+
+    starts = load_benchmark("screen_starts")
+    family = next(f for f in starts.PANEL if f.name == "sine-valley-1000")
+    seed = starts.SCREEN_SEED + 5
+    lines = starts.trace_lines(family, seed, "default", steps=25, every=10, peak=1e9)
+    assert [line.split()[1] for line in lines] == ["0", "10", "20"]
+    (start,) = family.sample(seed).params.values()
+    x, y = start.tolist()
+    assert f"point ({x:+.4f}, {y:+.4f})" in lines[0]
+    assert f"above floor {y - math.sin(2 * x):+.2e}" in lines[0]
+    assert "(   1.00x start)  scale   1.00" in lines[0]
+    # a limit below the losses prints every step
+    assert len(starts.trace_lines(family, seed, "default", steps=5, every=10, peak=0.5)) == 5
