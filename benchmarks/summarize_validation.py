@@ -32,6 +32,7 @@ import argparse
 import json
 import math
 from collections import defaultdict
+from typing import Iterator
 
 TUNED_ADAM = "Adam (tuned)"
 UNTUNED_ADAM = "Adam (lr=1e-3)"
@@ -54,24 +55,30 @@ def tuned_adam_lrs(path: str) -> dict[str, float]:
             for row in rows}
 
 
-def summarize(paths: list[str]) -> list[str]:
-    ratios: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
-    verdicts: dict[str, dict[str, str]] = defaultdict(dict)
-    below_untuned: dict[str, dict[str, bool]] = defaultdict(dict)
+def learned_entries(paths: list[str]) -> Iterator[tuple[dict, dict, str, dict]]:
+    """``(row, {label: optimizer entry}, learned label, its comparison with tuned Adam)`` for
+    every learned optimizer of every row of the ``results.json`` files at ``paths``."""
     for path in paths:
         with open(path) as handle:
             results = json.load(handle)
         for row in results["rows"]:
             by_label = {o["label"]: o for o in row["optimizers"]}
-            adam = by_label[TUNED_ADAM]
             for label, comparison in row["learned_vs_tuned_adam"].items():
-                mine = by_label[label]
-                ratios[label][row["row"]] = (mine["final_loss"] / adam["final_loss"],
-                                             mine["mean_loss"] / adam["mean_loss"])
-                verdicts[label][row["row"]] = comparison["verdict"]
-                if UNTUNED_ADAM in by_label:
-                    below_untuned[label][row["row"]] = \
-                        mine["final_loss"] < by_label[UNTUNED_ADAM]["final_loss"]
+                yield row, by_label, label, comparison
+
+
+def summarize(paths: list[str]) -> list[str]:
+    ratios: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
+    verdicts: dict[str, dict[str, str]] = defaultdict(dict)
+    below_untuned: dict[str, dict[str, bool]] = defaultdict(dict)
+    for row, by_label, label, comparison in learned_entries(paths):
+        adam, mine = by_label[TUNED_ADAM], by_label[label]
+        ratios[label][row["row"]] = (mine["final_loss"] / adam["final_loss"],
+                                     mine["mean_loss"] / adam["mean_loss"])
+        verdicts[label][row["row"]] = comparison["verdict"]
+        if UNTUNED_ADAM in by_label:
+            below_untuned[label][row["row"]] = \
+                mine["final_loss"] < by_label[UNTUNED_ADAM]["final_loss"]
     lines = ["| learned optimizer | wins / ties / losses vs tuned Adam | geometric mean of final "
              "loss / tuned Adam's | same for mean loss | rows | final loss below Adam "
              "(lr=1e-3) | same as column 3, each ratio clipped to [0.1, 10] |",
@@ -104,23 +111,17 @@ def row_lines(paths: list[str]) -> list[str]:
     lines = ["| row | learned optimizer | verdict | final loss / tuned Adam's | lower mean "
              "final loss | a zero-loss optimizer would win |", "|---|---|---|---|---|---|"]
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for path in paths:
-        with open(path) as handle:
-            results = json.load(handle)
-        for row in results["rows"]:
-            by_label = {o["label"]: o for o in row["optimizers"]}
-            adam = by_label[TUNED_ADAM]
-            for label, comparison in row["learned_vs_tuned_adam"].items():
-                ratio = by_label[label]["final_loss"] / adam["final_loss"]
-                lower, winnable = ratio < 1.0, zero_loss_wins(adam)
-                tally = counts[label]
-                tally[0] += comparison["verdict"] == "wins"
-                tally[1] += lower
-                tally[2] += winnable
-                tally[3] += 1
-                lines.append(f"| {row['row']} | {label} | {comparison['verdict']} | "
-                             f"{ratio:.3g} | {'yes' if lower else 'no'} | "
-                             f"{'yes' if winnable else '**no**'} |")
+    for row, by_label, label, comparison in learned_entries(paths):
+        adam = by_label[TUNED_ADAM]
+        ratio = by_label[label]["final_loss"] / adam["final_loss"]
+        lower, winnable = ratio < 1.0, zero_loss_wins(adam)
+        tally = counts[label]
+        tally[0] += comparison["verdict"] == "wins"
+        tally[1] += lower
+        tally[2] += winnable
+        tally[3] += 1
+        lines.append(f"| {row['row']} | {label} | {comparison['verdict']} | {ratio:.3g} | "
+                     f"{'yes' if lower else 'no'} | {'yes' if winnable else '**no**'} |")
     for label, (wins, lower, winnable, rows) in counts.items():
         lines.append(f"\n{label}: wins {wins} / {rows} rows; lower mean final loss on "
                      f"{lower} / {rows}; a zero-loss optimizer would win {winnable} / {rows}")
