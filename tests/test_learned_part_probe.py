@@ -40,11 +40,12 @@ def test_alpha_zero_is_adams_first_step_and_alpha_mixes_linearly():
 
 
 def test_written_bundle_loads_with_its_record(tmp_path):
-    bundle = probe.with_departure_scaled(resolve_weights("default"), 0.3)
+    source = resolve_weights("default")
+    bundle = probe.with_departure_scaled(source, 0.3)
     loaded = load_weights(bundle.save_pretrained(tmp_path / "alpha"))
-    assert loaded.fingerprint() == bundle.fingerprint() != resolve_weights("default").fingerprint()
+    assert loaded.fingerprint() == bundle.fingerprint() != source.fingerprint()
     assert loaded.provenance["departure_multiplier"] == 0.3
-    assert loaded.provenance["source_fingerprint"] == "ed02343c9b0a1989"
+    assert loaded.provenance["source_fingerprint"] == source.fingerprint()
 
 
 def test_nets_without_a_nominal_step_are_refused():
