@@ -28,6 +28,7 @@ from learned_optim.meta.trainer import CHECKPOINT_FILE
 # ADAPTIVE_NET: the base net of issue 10's recipes
 from learned_optim.meta.presets import ADAPTIVE_NET, keep_every_epoch
 from learned_optim.tasks import get_task_family
+from learned_optim.weights import resolve_weights
 
 _PAPER_NET = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10.0,
                   output_scale=0.1)
@@ -226,7 +227,35 @@ VARIANTS = {
     "adaptive-wide-log-long-val1000": ("mixture-wide", "digits-mlp-tanh-1000",
                                        dict(_BUDGET, net=ADAPTIVE_NET, meta_objective="log_loss",
                                             horizon=400)),
+    # thirty-sixth round: `default` itself (the nineteenth round's seed 0) fine-tuned for 4
+    # epochs on the wider mixture (+ tanh RNNs, patch autoencoders, noisy regressions), its
+    # recipe otherwise: the learned departure from Adam is what loses the validation RNN row
+    # (benchmarks/learned_part_probe.py), and from a fresh start the wider mixture taught
+    # RNNs but gave unstable seeds (twentieth round); started from a stable net it may not
+    "finetune-default-wider-e4": ("mixture-wider", "digits-mlp-tanh-1000",
+                                  dict(_AVERAGED, epochs=4, net=_BOUNDED_NET)),
 }
+
+#: variant -> (bundled name or folder, its fingerprint): the weights it starts from
+#: (MetaTrainer.start_from) instead of a fresh net; pinned, so a later `default` is refused
+STARTS = {"finetune-default-wider-e4": ("default", "ed02343c9b0a1989")}
+
+
+def starting_weights(name: str) -> WeightsBundle | None:
+    """The bundle variant ``name`` starts from (:data:`STARTS`), or ``None``.
+
+    Raises:
+        ValueError: the bundle's fingerprint is not the pinned one.
+    """
+    if name not in STARTS:
+        return None
+    source, fingerprint = STARTS[name]
+    bundle = resolve_weights(source)
+    if bundle.fingerprint() != fingerprint:
+        raise ValueError(f"variant {name!r} starts from {source!r} with fingerprint "
+                         f"{fingerprint}, but {source!r} is now {bundle.fingerprint()}; "
+                         "point STARTS at a folder with the pinned weights")
+    return bundle
 
 
 def variant_trainer(name: str, seed: int = 0, **options) -> MetaTrainer:
@@ -258,6 +287,9 @@ def train_variant(name: str, out: Path, seed: int = 0, device: str | None = None
         return bundle.provenance
     trainer = variant_trainer(name, seed, command=command, device=device,
                               checkpoint_dir=checkpoint_dir)
+    start = starting_weights(name)
+    if start is not None:
+        trainer.start_from(start)
     if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).exists():
         trainer.load_checkpoint(checkpoint_dir)
     started = time.perf_counter()

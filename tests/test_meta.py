@@ -755,3 +755,59 @@ def test_a_rescaled_task_moved_to_a_device_keeps_its_scales():
     assert isinstance(moved, ReparamTask) and moved.scales == task.scales
     assert all(value.device.type == "meta" for value in moved.params.values())
     assert task.to("cpu") is task
+
+
+def test_start_from_fine_tunes_a_bundle_and_records_it():
+    """MetaTrainer.start_from: training starts at the bundle's weights (the untrained score
+    is the bundle's, not a fresh net's), moves away from them, and the provenance names the
+    start; another net config, another set of routes or a trainer already trained are
+    refused."""
+    net_fields = dict(hidden_size=20, num_layers=2, preprocessing="log_sign", p=10.0,
+                      features="adaptive", update="direction_magnitude", output_scale=0.01)
+    source = MetaTrainer(short_quadratics(), tiny_config(epochs=2, net=net_fields, seed=1))
+    source_bundle = source.train(progress=False)
+    fresh = MetaTrainer(short_quadratics(), tiny_config(epochs=1, net=net_fields))
+    fresh.train(progress=False)
+    tuned = MetaTrainer(short_quadratics(), tiny_config(epochs=1, net=net_fields))
+    tuned.start_from(source_bundle)
+    for key, value in source_bundle.nets["fc"].state_dict().items():
+        assert torch.equal(tuned.nets["fc"].state_dict()[key], value)
+    bundle = tuned.train(progress=False)
+    # epoch 0 scores the start: the source's weights, not the fresh net's
+    assert tuned.history[0]["final_loss"] != fresh.history[0]["final_loss"]
+    again = MetaTrainer(short_quadratics(), tiny_config(epochs=1, net=net_fields))
+    again.start_from(source_bundle)
+    assert again.validate()["final_loss"] == tuned.history[0]["final_loss"]
+    assert bundle.fingerprint() != source_bundle.fingerprint()
+    assert bundle.provenance["initial_weights"] == {"name": source_bundle.name,
+                                                    "fingerprint": source_bundle.fingerprint()}
+    assert "initial_weights" not in fresh.best_bundle().provenance
+    with pytest.raises(RuntimeError, match="before train"):
+        tuned.start_from(source_bundle)
+    other = MetaTrainer(short_quadratics(), tiny_config(net=dict(net_fields, hidden_size=12)))
+    with pytest.raises(ConfigError, match="net config"):
+        other.start_from(source_bundle)
+    routed = MetaTrainer(short_quadratics(), tiny_config(net=net_fields), routes=["conv", "fc"])
+    with pytest.raises(ConfigError, match="routes"):
+        routed.start_from(source_bundle)
+
+
+def test_the_fine_tuning_variant_starts_from_the_pinned_default(monkeypatch):
+    """benchmarks/default_variants.py: finetune-default-wider-e4 is default's recipe for 4
+    epochs on the wider mixture, started from the bundled default with its pinned
+    fingerprint; a bundle whose fingerprint differs is refused, and other variants start
+    fresh."""
+    from benchmark_scripts import load_benchmark
+    module = load_benchmark("default_variants")
+    family, validation, fields = module.VARIANTS["finetune-default-wider-e4"]
+    recipe = module.VARIANTS["adaptive-wide-log-800-val1000-avg-nominal-hyper-b30"]
+    assert (family, validation) == ("mixture-wider", recipe[1])
+    assert fields == dict(recipe[2], epochs=4)
+    start = module.starting_weights("finetune-default-wider-e4")
+    assert start.fingerprint() == "ed02343c9b0a1989"
+    assert start.nets["fc"].config.identity_dict() == \
+        MetaTrainConfig(**fields).net_config.identity_dict()
+    assert module.starting_weights("adaptive-wide-log-800-val1000-avg-nominal-hyper-b30") is None
+    monkeypatch.setitem(module.STARTS, "finetune-default-wider-e4", ("default", "0" * 16))
+    with pytest.raises(ValueError, match="fingerprint"):
+        module.starting_weights("finetune-default-wider-e4")

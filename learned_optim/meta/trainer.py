@@ -169,6 +169,39 @@ class MetaTrainer:
         self.bad_updates = 0
         self.skipped_updates = 0
         self.elapsed = 0.0
+        # {"name", "fingerprint"} of the bundle start_from loaded (None: a fresh φ₀)
+        self.initial_weights: dict[str, str] | None = None
+
+    def start_from(self, bundle: WeightsBundle) -> None:
+        r"""Meta-train from ``bundle``'s weights instead of a fresh :math:`\phi_0`
+        (fine-tuning), before any training. The nets (and the Polyak average, and the kept
+        best state) become copies of ``bundle``'s; the meta-optimizer starts afresh. The
+        provenance records the bundle's name and fingerprint under ``initial_weights``.
+
+        Raises:
+            RuntimeError: the trainer has already trained or resumed an epoch.
+            ConfigError: ``bundle`` has other routes, or a net config other than this
+                trainer's ``net`` (fine-tuning cannot change the architecture or rule).
+        """
+        if self.epoch or self.history:
+            raise RuntimeError("start_from: call it before train() or load_checkpoint(); this "
+                               f"trainer is at epoch {self.epoch}")
+        if sorted(bundle.nets) != sorted(self.nets):
+            raise ConfigError(f"start_from: the bundle {bundle.name!r} has routes "
+                              f"{sorted(bundle.nets)}, this trainer {sorted(self.nets)}; pass "
+                              "the trainer the bundle's routes")
+        for route, net in bundle.nets.items():
+            if net.config.identity_dict() != self.config.net_config.identity_dict():
+                raise ConfigError(
+                    f"start_from: route {route!r} of {bundle.name!r} has net config "
+                    f"{net.config.identity_dict()}, the trainer's is "
+                    f"{self.config.net_config.identity_dict()}; set MetaTrainConfig.net to "
+                    "the bundle's config to fine-tune it")
+            self.nets[route].load_state_dict(net.state_dict())
+        self.meta_optimizer = torch.optim.Adam(self._meta_params(), lr=self.config.meta_lr)
+        self.best_state = self._net_state()
+        self.average_state = self._net_state() if self.config.weight_average_decay else None
+        self.initial_weights = {"name": bundle.name, "fingerprint": bundle.fingerprint()}
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -501,6 +534,7 @@ class MetaTrainer:
                 "skipped_meta_updates": self.skipped_updates,
             },
             "history": self.history,
+            **({"initial_weights": self.initial_weights} if self.initial_weights else {}),
             "learned_optim_version": __version__,
             "git_commit": _git_commit(),
             "torch_version": torch.__version__,
