@@ -194,6 +194,9 @@ def _meta_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint in --checkpoint-dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-weights", default=None, metavar="WEIGHTS",
+                        help="with --task: fine-tune these weights (bundled name, folder or "
+                             "Hub repo id) instead of a fresh net; their net config is used")
     parser.add_argument("--keep-epochs", default=None, metavar="DIR",
                         help="also write the weights validation scored after every epoch to "
                              "DIR/epoch-NN (a folder the optimizer loads), best or not")
@@ -230,6 +233,8 @@ def _run_meta_train(args: argparse.Namespace) -> int:
     if args.preset:
         given = ["--" + f.replace("_", "-") for f in _CONFIG_FLAGS + ("validation_task",)
                  if getattr(args, f) is not None]
+        if args.init_weights:
+            given.append("--init-weights")
         if given:
             print(f"error: {', '.join(given)} cannot be combined with --preset, which re-runs "
                   "the recipe recorded in learned_optim/meta/presets.py as it is; to train a "
@@ -273,8 +278,15 @@ def _meta_train_task(args: argparse.Namespace) -> int:
     if args.resume and not args.checkpoint_dir:
         print("error: --resume needs --checkpoint-dir", file=sys.stderr)
         return 2
-    config = MetaTrainConfig(seed=args.seed, **{f: getattr(args, f) for f in _CONFIG_FLAGS
-                                                if getattr(args, f) is not None})
+    fields = {f: getattr(args, f) for f in _CONFIG_FLAGS if getattr(args, f) is not None}
+    start = None
+    if args.init_weights:  # fine-tuning: the architecture and rule are the bundle's
+        from .routing import FC_ROUTE
+        from .weights import resolve_weights
+
+        start = resolve_weights(args.init_weights)
+        fields["net"] = start.nets[FC_ROUTE].config.to_dict()
+    config = MetaTrainConfig(seed=args.seed, **fields)
     validation = get_task_family(args.validation_task) if args.validation_task else None
     started_here = not (dist.is_available() and dist.is_initialized())
     group = process_group_from_env()  # torchrun: WORLD_SIZE > 1
@@ -284,6 +296,8 @@ def _meta_train_task(args: argparse.Namespace) -> int:
                               command=shlex.join(["python", "-m", "learned_optim"]
                                                  + sys.argv[1:]),
                               process_group=group, device=args.device)
+        if start is not None:
+            trainer.start_from(start)
         if args.resume:  # every process reads it: use a folder they all see
             trainer.load_checkpoint(args.checkpoint_dir)
         bundle = trainer.train(progress=not args.no_progress,

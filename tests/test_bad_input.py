@@ -944,3 +944,36 @@ def test_cli_unknown_validation_score_is_one_error_line(tmp_path, capsys):
     assert status != 0
     assert "validation_score must be 'final_loss' or 'log_final_loss'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_init_weights_fine_tunes_that_bundle_and_refuses_what_cannot_be(tmp_path, capsys):
+    """meta-train --task T --init-weights W starts from W's weights with W's net config and
+    records it; with --preset it is refused, and weights whose routes the task does not have
+    are one error line naming the routes."""
+    from learned_optim import LSTMOptimizerConfig, LSTMOptimizerNet, WeightsBundle
+    from learned_optim.__main__ import main
+
+    config = LSTMOptimizerConfig(hidden_size=8, features="adaptive",
+                                 update="direction_magnitude", output_scale=0.01)
+    source = WeightsBundle({"fc": LSTMOptimizerNet(config, seed=3)}, name="small")
+    folder = source.save_pretrained(tmp_path / "small")
+    status = main(["meta-train", "--task", "quadratic", "--init-weights", str(folder),
+                   "--out", str(tmp_path / "out"), "--epochs", "1", "--tasks-per-epoch", "1",
+                   "--horizon", "4", "--unroll", "2", "--validation-tasks", "1",
+                   "--no-progress"])
+    assert status == 0
+    tuned = WeightsBundle.from_pretrained(tmp_path / "out")
+    assert tuned.provenance["initial_weights"]["fingerprint"] == source.fingerprint()
+    assert tuned.nets["fc"].config == config
+    assert tuned.fingerprint() != source.fingerprint()
+
+    status = main(["meta-train", "--preset", "l2l-quadratic", "--init-weights", str(folder),
+                   "--out", str(tmp_path / "preset"), "--no-progress"])
+    assert status == 2
+    assert "--init-weights cannot be combined with --preset" in capsys.readouterr().err
+
+    status = main(["meta-train", "--task", "digits-cnn", "--init-weights", str(folder),
+                   "--out", str(tmp_path / "cnn"), "--epochs", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1 and "routes" in err and "['conv', 'fc']" in err
+    assert not (tmp_path / "cnn").exists() and not (tmp_path / "preset").exists()
