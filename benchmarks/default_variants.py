@@ -234,11 +234,16 @@ VARIANTS = {
     # RNNs but gave unstable seeds (twentieth round); started from a stable net it may not
     "finetune-default-wider-e4": ("mixture-wider", "digits-mlp-tanh-1000",
                                   dict(_AVERAGED, epochs=4, net=_BOUNDED_NET)),
+    # thirty-eighth round, the control: the same 4 epochs on `default`'s own wide mixture, to
+    # tell what the wider mixture did from what 4 more epochs from `default` do
+    "finetune-default-wide-e4": ("mixture-wide", "digits-mlp-tanh-1000",
+                                 dict(_AVERAGED, epochs=4, net=_BOUNDED_NET)),
 }
 
 #: variant -> (bundled name or folder, its fingerprint): the weights it starts from
 #: (MetaTrainer.start_from) instead of a fresh net; pinned, so a later `default` is refused
-STARTS = {"finetune-default-wider-e4": ("default", "ed02343c9b0a1989")}
+STARTS = {name: ("default", "ed02343c9b0a1989")
+          for name in ("finetune-default-wider-e4", "finetune-default-wide-e4")}
 
 
 def starting_weights(name: str) -> WeightsBundle | None:

@@ -808,6 +808,10 @@ def test_the_fine_tuning_variant_starts_from_the_pinned_default(monkeypatch):
     assert start.nets["fc"].config.identity_dict() == \
         MetaTrainConfig(**fields).net_config.identity_dict()
     assert module.starting_weights("adaptive-wide-log-800-val1000-avg-nominal-hyper-b30") is None
+    # the control: the same fine-tuning on default's own mixture
+    assert module.VARIANTS["finetune-default-wide-e4"] == ("mixture-wide", validation, fields)
+    assert module.starting_weights("finetune-default-wide-e4").fingerprint() == \
+        start.fingerprint()
     monkeypatch.setitem(module.STARTS, "finetune-default-wider-e4", ("default", "0" * 16))
     with pytest.raises(ValueError, match="fingerprint"):
         module.starting_weights("finetune-default-wider-e4")
