@@ -757,7 +757,7 @@ def test_a_rescaled_task_moved_to_a_device_keeps_its_scales():
     assert task.to("cpu") is task
 
 
-def test_start_from_fine_tunes_a_bundle_and_records_it():
+def test_start_from_fine_tunes_a_bundle_and_records_it(tmp_path):
     """MetaTrainer.start_from: training starts at the bundle's weights (the untrained score
     is the bundle's, not a fresh net's), moves away from them, and the provenance names the
     start; another net config, another set of routes or a trainer already trained are
@@ -782,6 +782,15 @@ def test_start_from_fine_tunes_a_bundle_and_records_it():
     assert bundle.provenance["initial_weights"] == {"name": source_bundle.name,
                                                     "fingerprint": source_bundle.fingerprint()}
     assert "initial_weights" not in fresh.best_bundle().provenance
+    # a run resumed from its checkpoint keeps the record, without calling start_from again
+    first = MetaTrainer(short_quadratics(), tiny_config(epochs=1, net=net_fields),
+                        checkpoint_dir=tmp_path / "ckpt")
+    first.start_from(source_bundle)
+    first.train(progress=False)
+    resumed = MetaTrainer(short_quadratics(), tiny_config(epochs=2, net=net_fields))
+    resumed.load_checkpoint(tmp_path / "ckpt")
+    assert resumed.train(progress=False).provenance["initial_weights"] == \
+        bundle.provenance["initial_weights"]
     with pytest.raises(RuntimeError, match="before train"):
         tuned.start_from(source_bundle)
     other = MetaTrainer(short_quadratics(), tiny_config(net=dict(net_fields, hidden_size=12)))

@@ -176,7 +176,8 @@ class MetaTrainer:
         r"""Meta-train from ``bundle``'s weights instead of a fresh :math:`\phi_0`
         (fine-tuning), before any training. The nets (and the Polyak average, and the kept
         best state) become copies of ``bundle``'s; the meta-optimizer starts afresh. The
-        provenance records the bundle's name and fingerprint under ``initial_weights``.
+        provenance records the bundle's name and fingerprint under ``initial_weights``, and
+        so do the run's checkpoints (a resumed run keeps the record).
 
         Raises:
             RuntimeError: the trainer has already trained or resumed an epoch.
@@ -190,13 +191,14 @@ class MetaTrainer:
             raise ConfigError(f"start_from: the bundle {bundle.name!r} has routes "
                               f"{sorted(bundle.nets)}, this trainer {sorted(self.nets)}; pass "
                               "the trainer the bundle's routes")
-        for route, net in bundle.nets.items():
+        for route, net in bundle.nets.items():  # every route checked before any is loaded
             if net.config.identity_dict() != self.config.net_config.identity_dict():
                 raise ConfigError(
                     f"start_from: route {route!r} of {bundle.name!r} has net config "
                     f"{net.config.identity_dict()}, the trainer's is "
                     f"{self.config.net_config.identity_dict()}; set MetaTrainConfig.net to "
                     "the bundle's config to fine-tune it")
+        for route, net in bundle.nets.items():
             self.nets[route].load_state_dict(net.state_dict())
         self.meta_optimizer = torch.optim.Adam(self._meta_params(), lr=self.config.meta_lr)
         self.best_state = self._net_state()
@@ -557,7 +559,8 @@ class MetaTrainer:
         progress = {"epoch": self.epoch, "best_metric": self.best_metric,
                     "history": self.history, "bad_updates": self.bad_updates,
                     "skipped_updates": self.skipped_updates, "elapsed": self.elapsed,
-                    "config": self.config.to_dict(), "routes": sorted(self.nets)}
+                    "config": self.config.to_dict(), "routes": sorted(self.nets),
+                    "initial_weights": self.initial_weights}
         metadata = {"format": "learned_optim.meta_checkpoint", "format_version": "1",
                     "progress": json.dumps(progress)}
         path = directory / CHECKPOINT_FILE
@@ -592,6 +595,13 @@ class MetaTrainer:
             saved_config = {**MetaTrainConfig().to_dict(), **progress["config"],
                             "epochs": self.config.epochs}
             routes = progress["routes"]
+            initial_weights = progress.get("initial_weights")  # absent before start_from
+            if initial_weights is not None and not (
+                    isinstance(initial_weights, dict)
+                    and set(initial_weights) == {"name", "fingerprint"}
+                    and all(isinstance(v, str) for v in initial_weights.values())):
+                raise TypeError(f"initial_weights {initial_weights!r} is not "
+                                "{'name': str, 'fingerprint': str}")
         except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise CheckpointError(f"checkpoint {str(path)!r} has unreadable progress metadata "
                                   f"({type(exc).__name__}: {exc}); delete it to start over"
@@ -639,6 +649,7 @@ class MetaTrainer:
         self.bad_updates = fields["bad_updates"]
         self.skipped_updates = fields["skipped_updates"]
         self.elapsed = fields["elapsed"]
+        self.initial_weights = initial_weights
 
 
 def _device_type(device: torch.device | str | None) -> str:
