@@ -45,7 +45,7 @@ import torch
 
 import learned_optim.update as update_rule
 from learned_optim.evaluation import select_rows
-from learned_optim.evaluation.evaluate import peak_loss
+from learned_optim.evaluation.evaluate import peak_over_start
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, leaf_copies, run_losses
 from learned_optim.evaluation.stats import paired_difference, verdict
 from learned_optim.evaluation.suites import protocol_for
@@ -93,7 +93,7 @@ def _validation(targets, weights) -> dict:
             entry[f"{target:g}"] = {
                 "final": finals, "verdict": verdict(paired_difference(finals, entry["adam_final"])),
                 "ratio": sum(finals) / sum(entry["adam_final"]),
-                "peak_over_start": (peak_loss(curves) / curves[:, 0].abs()).tolist()}
+                "peak_over_start": peak_over_start(curves)}
         results[row.name] = entry
         print(row.name, f"({time.time() - started:.0f} s)", {
             f"{t:g}": (entry[f"{t:g}"]["verdict"], round(entry[f"{t:g}"]["ratio"], 3),

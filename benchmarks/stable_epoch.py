@@ -60,7 +60,7 @@ from typing import Sequence
 import torch
 
 from learned_optim import WeightsBundle
-from learned_optim.evaluation.evaluate import peak_loss
+from learned_optim.evaluation.evaluate import peak_over_start
 from learned_optim.evaluation.runner import OptimizerSpec, run_losses, run_losses_as_tensors
 from learned_optim.meta import trainer  # its epoch_score: the trainer's own selection score
 from learned_optim.tasks import CurvedValleyFamily
@@ -100,14 +100,8 @@ def screen_peaks(weights: str | Path, tasks: int, horizon: int) -> list[float]:
     """Per screened curved valley, the largest loss over the run divided by the start
     (``inf`` when the run went non-finite)."""
     seeds = [SCREEN_SEED + i for i in range(tasks)]
-    return peaks_over_start(run_losses(CurvedValleyFamily(), seeds, horizon,
-                                       OptimizerSpec("screened", "learned", str(weights)))[0])
-
-
-def peaks_over_start(curves: torch.Tensor) -> list[float]:
-    """Per run of ``curves`` ``(runs, steps)``, its largest loss over its start (``inf`` for a
-    run that went non-finite)."""
-    return (peak_loss(curves) / curves[:, 0].abs()).tolist()
+    return peak_over_start(run_losses(CurvedValleyFamily(), seeds, horizon,
+                                      OptimizerSpec("screened", "learned", str(weights)))[0])
 
 
 def panel_screen_peaks(weights: str | Path, tasks: int, limit: float) -> dict[str, list[float]]:
@@ -122,7 +116,7 @@ def panel_screen_peaks(weights: str | Path, tasks: int, limit: float) -> dict[st
     peaks = {}
     for name in PANEL_SCREEN_ORDER:
         family = families[name]
-        peaks[name] = peaks_over_start(
+        peaks[name] = peak_over_start(
             run_losses_as_tensors(family, seeds, family.horizon, spec)[0])
         if not passes(peaks[name], limit):
             break

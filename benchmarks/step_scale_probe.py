@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from learned_optim.evaluation.evaluate import blown_up, peak_loss
+from learned_optim.evaluation.evaluate import blown_up, peak_over_start
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, run_losses_as_tensors
 from learned_optim.tasks.base import Task, TaskFamily
 from learned_optim.tasks.heldout import _Point  # a point in R^n as a module (no data)
@@ -139,7 +139,7 @@ def panel_runs(family: _FunctionFamily, spec: OptimizerSpec, seeds=SEEDS) -> dic
     the same losses as runs one at a time, about 4x faster)."""
     curves = run_losses_as_tensors(family, seeds, family.horizon, spec)[0]
     return {"final": final_loss(curves).tolist(),
-            "peak_over_start": (peak_loss(curves) / curves[:, 0].abs()).tolist(),
+            "peak_over_start": peak_over_start(curves),
             "blow_ups": int(blown_up(curves).sum())}
 
 

@@ -352,3 +352,10 @@ def test_a_seed_that_diverges_among_separate_tensors_stops_alone():
     assert torch.isinf(together[0, 1, broke:]).all()
     torch.testing.assert_close(together, alone, rtol=0, atol=0)
     assert torch.isfinite(together[0, [0, 2]]).all()
+
+
+def test_peak_over_start_is_how_far_each_run_climbed():
+    from learned_optim.evaluation.evaluate import peak_over_start
+    curves = torch.tensor([[2.0, 5.0, 1.0], [-4.0, -1.0, 8.0], [1.0, math.nan, 0.5]],
+                          dtype=torch.float64)
+    assert peak_over_start(curves) == [2.5, 2.0, math.inf]

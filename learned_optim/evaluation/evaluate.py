@@ -24,8 +24,8 @@ from .runner import OptimizerSpec, final_loss, mean_loss, run_losses, time_per_s
 from .stats import mean_ci, paired_difference, verdict
 from .suites import Protocol, Row
 
-__all__ = ["OptimizerResult", "RowResult", "evaluate_row", "peak_loss", "blown_up", "TUNED_ADAM",
-           "UNTUNED_ADAM"]
+__all__ = ["OptimizerResult", "RowResult", "evaluate_row", "peak_loss", "peak_over_start",
+           "blown_up", "TUNED_ADAM", "UNTUNED_ADAM"]
 
 TUNED_ADAM = "Adam (tuned)"
 UNTUNED_ADAM = "Adam (lr=1e-3)"
@@ -36,6 +36,12 @@ def peak_loss(curves: torch.Tensor) -> torch.Tensor:
     run went non-finite."""
     return torch.where(torch.isfinite(curves), curves,
                        torch.full_like(curves, math.inf)).amax(-1)
+
+
+def peak_over_start(curves: torch.Tensor) -> list[float]:
+    """Per seed of ``curves`` ``(seeds, steps)``, its largest loss over the run divided by its
+    initial loss (``inf`` where the run went non-finite): how far it climbed."""
+    return (peak_loss(curves) / curves[:, 0].abs()).tolist()
 
 
 def blown_up(curves: torch.Tensor) -> torch.Tensor:
