@@ -24,8 +24,8 @@ from .runner import OptimizerSpec, final_loss, mean_loss, run_losses, time_per_s
 from .stats import mean_ci, paired_difference, verdict
 from .suites import Protocol, Row
 
-__all__ = ["OptimizerResult", "RowResult", "evaluate_row", "peak_loss", "peak_over_start",
-           "blown_up", "TUNED_ADAM", "UNTUNED_ADAM"]
+__all__ = ["OptimizerResult", "RowResult", "evaluate_row", "tune_lr", "peak_loss",
+           "peak_over_start", "blown_up", "TUNED_ADAM", "UNTUNED_ADAM"]
 
 TUNED_ADAM = "Adam (tuned)"
 UNTUNED_ADAM = "Adam (lr=1e-3)"
@@ -125,8 +125,12 @@ class RowResult:
                 "learned_vs_tuned_adam": self.against_tuned_adam()}
 
 
-def _tune(family, row: Row, protocol: Protocol, kind: str) -> tuple[float, dict[float, float]]:
-    curves = run_losses(family, protocol.tuning_seeds, row.horizon, OptimizerSpec(kind, kind),
+def tune_lr(family, horizon: int, protocol: Protocol, kind: str
+            ) -> tuple[float, dict[float, float]]:
+    """Step 1 of the protocol for baseline ``kind`` on runs of ``horizon`` steps: ``(the lr of
+    the grid with the lowest mean final loss on the tuning seeds, {lr: that mean})``; ties go
+    to the larger lr."""
+    curves = run_losses(family, protocol.tuning_seeds, horizon, OptimizerSpec(kind, kind),
                         protocol.lr_grid)
     scores = final_loss(curves).mean(-1).tolist()  # inf if any tuning seed diverged
     best = min(range(len(scores)), key=lambda i: (scores[i], -protocol.lr_grid[i]))
@@ -144,7 +148,7 @@ def evaluate_row(row: Row, protocol: Protocol,
     timing_seed = protocol.test_seeds[0]
     plan: list[tuple[OptimizerSpec, float, dict[float, float]]] = []
     for kind in protocol.baselines:
-        lr, scores = _tune(family, row, protocol, kind)
+        lr, scores = tune_lr(family, row.horizon, protocol, kind)
         on_progress(f"tuned {BASELINE_LABELS[kind]}")
         plan.append((OptimizerSpec(f"{BASELINE_LABELS[kind]} (tuned)", kind), lr, scores))
     plan.append((OptimizerSpec(UNTUNED_ADAM, "adam"), 1e-3, {}))
