@@ -1,4 +1,4 @@
-"""One line per learned optimizer from ``evaluate`` results: how it compares with tuned Adam.
+r"""One line per learned optimizer from ``evaluate`` results: how it compares with tuned Adam.
 
     python benchmarks/summarize_validation.py runs/evaluate-validation-*/results.json
 
@@ -24,6 +24,13 @@ verdict's ceiling. The looser reading, a lower mean final loss than tuned Adam's
 printed beside it.
 
     python benchmarks/summarize_validation.py --rows docs/evidence/heldout/results.json
+
+``--best-of`` prints, per row, the best verdict and the smallest ratio that any of the given
+learned optimizers reaches: what an oracle choosing among them per problem would get
+(thirty-ninth round, on the five sizes of `default`'s departure).
+
+    python benchmarks/summarize_validation.py --best-of \
+        docs/evidence/validation/run{77,78,79,80,81}/results.json
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import argparse
 import json
 import math
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterator
 
 TUNED_ADAM = "Adam (tuned)"
@@ -55,23 +63,24 @@ def tuned_adam_lrs(path: str) -> dict[str, float]:
             for row in rows}
 
 
-def learned_entries(paths: list[str]) -> Iterator[tuple[dict, dict, str, dict]]:
-    """``(row, {label: optimizer entry}, learned label, its comparison with tuned Adam)`` for
-    every learned optimizer of every row of the ``results.json`` files at ``paths``."""
+def learned_entries(paths: list[str]) -> Iterator[tuple[str, dict, dict, str, dict]]:
+    """``(path, row, {label: optimizer entry}, learned label, its comparison with tuned
+    Adam)`` for every learned optimizer of every row of the ``results.json`` files at
+    ``paths``."""
     for path in paths:
         with open(path) as handle:
             results = json.load(handle)
         for row in results["rows"]:
             by_label = {o["label"]: o for o in row["optimizers"]}
             for label, comparison in row["learned_vs_tuned_adam"].items():
-                yield row, by_label, label, comparison
+                yield path, row, by_label, label, comparison
 
 
 def summarize(paths: list[str]) -> list[str]:
     ratios: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
     verdicts: dict[str, dict[str, str]] = defaultdict(dict)
     below_untuned: dict[str, dict[str, bool]] = defaultdict(dict)
-    for row, by_label, label, comparison in learned_entries(paths):
+    for _, row, by_label, label, comparison in learned_entries(paths):
         adam, mine = by_label[TUNED_ADAM], by_label[label]
         ratios[label][row["row"]] = (mine["final_loss"] / adam["final_loss"],
                                      mine["mean_loss"] / adam["mean_loss"])
@@ -111,7 +120,7 @@ def row_lines(paths: list[str]) -> list[str]:
     lines = ["| row | learned optimizer | verdict | final loss / tuned Adam's | lower mean "
              "final loss | a zero-loss optimizer would win |", "|---|---|---|---|---|---|"]
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for row, by_label, label, comparison in learned_entries(paths):
+    for _, row, by_label, label, comparison in learned_entries(paths):
         adam = by_label[TUNED_ADAM]
         ratio = by_label[label]["final_loss"] / adam["final_loss"]
         lower, winnable = ratio < 1.0, zero_loss_wins(adam)
@@ -128,13 +137,51 @@ def row_lines(paths: list[str]) -> list[str]:
     return lines
 
 
+_VERDICT_ORDER = {"wins": 0, "tie": 1, "both diverge": 2, "loses": 3}
+
+
+def best_of_lines(paths: list[str]) -> list[str]:
+    """Per row, the best of every learned optimizer in ``paths``: an oracle that picks per row
+    (thirty-ninth round). Its best verdict, with the optimizer that has it (named
+    ``folder/label``, the folder holding its ``results.json``), and its smallest final loss /
+    tuned Adam's, with the optimizer that has that (the first one, on equal values); then the oracle's counts of
+    verdicts and the clipped geometric mean of the smallest ratios (:data:`CLIP`)."""
+    best: dict[str, dict[str, tuple]] = {}
+    for path, row, by_label, label, comparison in learned_entries(paths):
+        ratio = by_label[label]["final_loss"] / by_label[TUNED_ADAM]["final_loss"]
+        entry = best.setdefault(row["row"], {})
+        name = f"{Path(path).parent.name}/{label}"
+        candidate = (_VERDICT_ORDER[comparison["verdict"]], comparison["verdict"], name)
+        if "verdict" not in entry or candidate[0] < entry["verdict"][0]:
+            entry["verdict"] = candidate
+        if "ratio" not in entry or ratio < entry["ratio"][0]:
+            entry["ratio"] = (ratio, name)
+    lines = ["| row | best verdict | by | smallest final loss / tuned Adam's | by |",
+             "|---|---|---|---|---|"]
+    for name, entry in best.items():
+        (_, verdict, verdict_by), (ratio, ratio_by) = entry["verdict"], entry["ratio"]
+        lines.append(f"| {name} | {verdict} | {verdict_by} | {ratio:.3g} | {ratio_by} |")
+    counts = [sum(e["verdict"][1] == kind for e in best.values())
+              for kind in ("wins", "tie", "loses")]
+    score = clipped_geometric_mean([e["ratio"][0] for e in best.values()])
+    lines.append(f"\nbest of the learned optimizers, row by row: wins / ties / losses "
+                 f"{counts[0]} / {counts[1]} / {counts[2]} of {len(best)} rows; clipped "
+                 f"geometric mean of the smallest ratios {score:.3g}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="results.json files written by evaluate")
     parser.add_argument("--rows", action="store_true",
                         help="per row: verdict, lower mean, and whether zero loss could win")
+    parser.add_argument("--best-of", action="store_true",
+                        help="per row, the best verdict and ratio of any learned optimizer given")
     args = parser.parse_args()
-    print("\n".join((row_lines if args.rows else summarize)(args.results)))
+    if args.rows and args.best_of:
+        parser.error("--rows and --best-of are two views; give one")
+    view = row_lines if args.rows else best_of_lines if args.best_of else summarize
+    print("\n".join(view(args.results)))
 
 
 if __name__ == "__main__":

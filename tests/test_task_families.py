@@ -161,6 +161,29 @@ def test_rows_view_says_which_rows_a_zero_loss_optimizer_could_win(tmp_path):
                                  "a zero-loss optimizer would win 1 / 2")
 
 
+def test_best_of_view_takes_per_row_the_best_verdict_and_the_smallest_ratio(tmp_path):
+    module = load_benchmark("summarize_validation")
+
+    def row(name, verdict, learned_loss):
+        return {"row": name, "learned_vs_tuned_adam": {"L": {"verdict": verdict}},
+                "optimizers": [{"label": "Adam (tuned)", "final_loss": 0.1, "final_ci": 0.01},
+                               {"label": "L", "final_loss": learned_loss}]}
+
+    paths = []
+    for folder, rows in (("runA", [row("r1", "wins", 0.05), row("r2", "loses", 0.3)]),
+                         ("runB", [row("r1", "tie", 0.02), row("r2", "tie", 0.15)])):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "results.json")
+        paths[-1].write_text(json.dumps({"rows": rows}))
+    lines = module.best_of_lines([str(p) for p in paths])
+    assert lines[2:4] == ["| r1 | wins | runA/L | 0.2 | runB/L |",
+                          "| r2 | tie | runB/L | 1.5 | runB/L |"]
+    # the clipped geometric mean of 0.2 and 1.5 is sqrt(0.3)
+    assert lines[-1].strip() == ("best of the learned optimizers, row by row: wins / ties / "
+                                 "losses 1 / 1 / 0 of 2 rows; clipped geometric mean of the "
+                                 "smallest ratios 0.548")
+
+
 def test_selection_panel_runs_four_allowed_families_for_1000_steps():
     panel = get_task_family("selection-panel-1000")
     assert [m.name for m in panel.members] == [
