@@ -24,7 +24,13 @@ steps), or tuned Adam's own spread hides the gain (``summarize_validation.py --r
         --out docs/evidence/speedup-needed/heldout.json
 
 Prints one markdown row per task and, per factor, on how many rows Adam with that many
-times the steps wins.
+times the steps wins. With ``--results`` (an ``evaluate`` results.json of the same suite),
+also each learned optimizer's mean final loss over Adam's at T and at each K x T; with
+``--report`` the figures are read back from a JSON written by ``--out`` instead of run:
+
+    python benchmarks/speedup_needed.py --suite heldout \
+        --report docs/evidence/speedup-needed/heldout.json \
+        --results docs/evidence/heldout/results.json
 """
 
 from __future__ import annotations
@@ -98,14 +104,63 @@ def table_lines(report: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def learned_lines(report: list[dict[str, Any]], results_path: str) -> list[str]:
+    """Each learned optimizer of an ``evaluate`` ``results.json`` (same suite) against Adam
+    given K times the steps: its mean final loss over Adam's at the horizon and at each
+    K x T. Below 1 at K: it reaches at T what Adam, re-tuned, reaches only after K x T steps,
+    a speedup of at least K (on the mean). Refuses a results file whose tuned Adam differs
+    from the probe's own run at T (another suite, seeds or code)."""
+    with open(results_path) as handle:
+        rows = {row["row"]: row for row in json.load(handle)["rows"]}
+    factors = [entry["factor"] for entry in report[0]["longer"]] if report else []
+    lines = ["| row | learned optimizer | final loss / tuned Adam's at T | "
+             + " | ".join(f"/ Adam's at {k}T" for k in factors) + " |",
+             "|---|---|---|" + "---|" * len(factors)]
+    for probe_row in report:
+        row = rows.get(probe_row["row"])
+        if row is None:
+            continue
+        by_label = {o["label"]: o for o in row["optimizers"]}
+        adam = _mean(probe_row["final_losses"])
+        recorded = by_label[TUNED_ADAM]["final_loss"]
+        if not math.isclose(adam, recorded, rel_tol=1e-4):
+            raise ValueError(f"{results_path}: tuned Adam's final loss on {probe_row['row']} is "
+                             f"{recorded:.6g}, this probe's is {adam:.6g}; compare results of "
+                             f"the same suite, test seeds and code")
+        for label in row["learned_vs_tuned_adam"]:
+            mine = by_label[label]["final_loss"]
+            cells = [f"{mine / _mean(e['final_losses']):.3g}" for e in probe_row["longer"]]
+            lines.append(f"| {probe_row['row']} | {label} | {mine / adam:.3g} | "
+                         + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=("heldout", "validation"), required=True)
+    parser.add_argument("--suite", choices=("heldout", "validation"),
+                        help="the suite whose rows to run (not with --report)")
     parser.add_argument("--factors", type=int, nargs="+", default=(3, 10))
     parser.add_argument("--rows", nargs="+", help="only these rows (default: all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="write the figures as JSON here")
+    parser.add_argument("--report", help="read the figures from this JSON (written by --out) "
+                        "instead of running Adam")
+    parser.add_argument("--results", help="an evaluate results.json of the same suite: also "
+                        "compare its learned optimizers with Adam given K times the steps")
     args = parser.parse_args()
+    if bool(args.suite) == bool(args.report):
+        parser.error("give --suite (run Adam) or --report (read a JSON written by --out)")
+    if args.report:
+        with open(args.report) as handle:
+            report = json.load(handle)["rows"]
+        print("\n".join(table_lines(report)))
+        if args.results:
+            print("\n" + "\n".join(learned_lines(report, args.results)))
+        return
     if any(k < 2 for k in args.factors):
         parser.error(f"--factors must be integers >= 2, got {args.factors}")
     torch.set_num_threads(args.threads)
@@ -115,6 +170,8 @@ def main() -> None:
         report.append(row_speedups(row, protocol, args.factors))
         print(f"{row.name}: {report[-1]['seconds']} s", flush=True)
     print("\n".join(table_lines(report)))
+    if args.results:
+        print("\n" + "\n".join(learned_lines(report, args.results)))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         command = "python benchmarks/speedup_needed.py " + " ".join(

@@ -1,6 +1,7 @@
 """benchmarks/speedup_needed.py: Adam tuned for K times a row's horizon, compared seed by seed
 with tuned Adam at the horizon by the suite's paired verdict."""
 
+import json
 import math
 
 import pytest
@@ -89,3 +90,24 @@ def test_table_lines_show_each_factor_and_count_the_rows_won():
         "",
         "Adam with 3x the steps wins 0 / 2 rows",
         "Adam with 10x the steps wins 2 / 2 rows"]
+
+
+def test_learned_lines_compare_a_learned_optimizer_with_adam_given_more_steps(tmp_path):
+    report = [{"row": "a", "horizon": 100, "lr": 0.1, "final_losses": [0.2, 0.4],
+               "longer": [{"factor": 3, "final_losses": [0.1, 0.1]},
+                          {"factor": 10, "final_losses": [0.01, 0.03]}]},
+              {"row": "not evaluated", "horizon": 100, "lr": 0.1, "final_losses": [1.0, 1.0],
+               "longer": [{"factor": 3, "final_losses": [1.0, 1.0]},
+                          {"factor": 10, "final_losses": [1.0, 1.0]}]}]
+    results = {"rows": [{"row": "a", "learned_vs_tuned_adam": {"L": {"verdict": "wins"}},
+                         "optimizers": [{"label": "Adam (tuned)", "final_loss": 0.3},
+                                        {"label": "L", "final_loss": 0.06}]}]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    # L's 0.06 against Adam's means: 0.3 at T, 0.1 at 3T, 0.02 at 10T
+    assert probe.learned_lines(report, str(path))[2] == "| a | L | 0.2 | 0.6 | 3 |"
+    assert len(probe.learned_lines(report, str(path))) == 3
+    results["rows"][0]["optimizers"][0]["final_loss"] = 0.25  # another suite's tuned Adam
+    path.write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="tuned Adam's final loss on a is 0.25"):
+        probe.learned_lines(report, str(path))
