@@ -28,7 +28,7 @@ times the steps wins. With ``--results`` (an ``evaluate`` results.json of the sa
 also each learned optimizer's mean final loss over Adam's at T and at each K x T; with
 ``--report`` the figures are read back from a JSON written by ``--out`` instead of run:
 
-    python benchmarks/speedup_needed.py --suite heldout \
+    python benchmarks/speedup_needed.py \
         --report docs/evidence/speedup-needed/heldout.json \
         --results docs/evidence/heldout/results.json
 """
