@@ -150,6 +150,9 @@ def _architecture_section(bundle: "WeightsBundle") -> str:
                 else f"direction x exp({config.magnitude_scale:g} * magnitude)")
         if config.nominal_step:
             step += " plus a fixed Adam step"
+        if config.departure_warmup:
+            step += (f", the learned part ramped up over the first {config.departure_warmup} "
+                     "steps")
         if config.scales_steps:
             rule = f"rate {config.hypergradient_rate:g}"
             if config.hypergradient_shrink != 1.0:

@@ -47,14 +47,15 @@ _OPTIONAL_FIELDS = {"features": "gradient", "update": "additive", "magnitude_sca
                     "parameter_feature": False, "tensor_feature": False,
                     "progress_feature": False, "tensor_statistic": "signal_to_noise",
                     "nominal_step": False, "hypergradient_rate": 0.0,
-                    "step_scale_bound": STEP_SCALE_BOUND, "hypergradient_shrink": 1.0}
+                    "step_scale_bound": STEP_SCALE_BOUND, "hypergradient_shrink": 1.0,
+                    "departure_warmup": 0}
 # The optional fields grouped by the change that added them, oldest first. A fingerprint leaves
 # out each group whose fields all hold their defaults (see LSTMOptimizerConfig.identity_dict),
 # so that adding an option does not change the fingerprint of weights that do not use it.
 _OPTIONAL_FIELD_GROUPS = (("features", "update", "magnitude_scale"), ("parameter_feature",),
                           ("tensor_feature",), ("progress_feature",), ("tensor_statistic",),
                           ("nominal_step",), ("hypergradient_rate",),
-                          ("step_scale_bound", "hypergradient_shrink"))
+                          ("step_scale_bound", "hypergradient_shrink"), ("departure_warmup",))
 # Versions before identity_dict hashed every field they knew: they knew this many groups.
 _GROUPS_KNOWN_BEFORE_IDENTITY = 5
 #: Column of the accumulator row that holds the tensor feature (after the 8 accumulators).
@@ -133,6 +134,12 @@ class LSTMOptimizerConfig:
     # No bundled optimizer uses k > 1: on minibatch gradients the cosine is as often positive
     # as negative, so the scale then drifts down (README, the nineteenth round's probe).
     hypergradient_shrink: float = 1.0
+    # With nominal_step: the number of steps N over which the learned departure from Adam's
+    # step ramps up, multiplied by min(1, t / N) at a coordinate's t-th step (t read from the
+    # state; see learned_optim.update.departure_ramp), so the first steps are close to
+    # Adam(lr=output_scale)'s (issue 10, fortieth round). 0: off, the departure is whole from
+    # the first step.
+    departure_warmup: int = 0
 
     @property
     def input_size(self) -> int:
@@ -235,6 +242,13 @@ class LSTMOptimizerConfig:
             _check(self.scales_steps or getattr(self, name) == _OPTIONAL_FIELDS[name], name,
                    getattr(self, name), f"its default {_OPTIONAL_FIELDS[name]:g} unless "
                    "hypergradient_rate > 0 (it shapes the per-tensor step scale)")
+        _check(isinstance(self.departure_warmup, int)
+               and not isinstance(self.departure_warmup, bool)
+               and 0 <= self.departure_warmup <= 10_000, "departure_warmup",
+               self.departure_warmup, "an integer number of steps in [0, 10000] (0: off)")
+        _check(self.departure_warmup == 0 or self.nominal_step, "departure_warmup",
+               self.departure_warmup, "0 unless nominal_step=True (it ramps up the learned "
+               "departure from the nominal Adam step)")
         accumulators = self.step_scale_column + 2 * int(self.scales_steps)
         _check(self.features != "adaptive" or self.hidden_size >= accumulators, "hidden_size",
                self.hidden_size, f"at least {accumulators} with features='adaptive'"

@@ -611,6 +611,10 @@ def lstm_step(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeight
         g = \text{output\_scale} \cdot \big(d \cdot \exp(\min(\text{magnitude\_scale}
         \cdot s, 80)) - \hat m_{0.9} / \sqrt{\hat v}\big)
 
+    With ``departure_warmup`` :math:`= N > 0` the departure :math:`d \cdot \exp(\cdot)` is
+    multiplied by :math:`\rho_t = \min(1, t / N)` at the coordinate's :math:`t`-th step
+    (:func:`departure_ramp`), so the first steps are close to Adam(lr=output_scale)'s.
+
     With ``hypergradient_rate > 0`` the step of every coordinate of a tensor is then multiplied
     by the tensor's :math:`e^{\ell_t}` (:func:`tensor_step_scale`), read from column
     ``config.step_scale_column`` of the state, where :func:`with_step_scale` has written it
@@ -730,7 +734,8 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
         new_states += [h_new, c_new]
         layer_input = h_new
     if config.update == "direction_magnitude":
-        update = _direction_magnitude(torch.cat([layer_input, features], dim=1), weights)
+        ramp = departure_ramp(accumulators, config) if config.departure_warmup else None
+        update = _direction_magnitude(torch.cat([layer_input, features], dim=1), weights, ramp)
         if in_place:
             update = into.update.squeeze(1).copy_(update)
     else:
@@ -771,9 +776,39 @@ def _with_columns(row: torch.Tensor,
     return torch.cat(parts + [row[:, start:]], dim=1)
 
 
-def _direction_magnitude(head_input: torch.Tensor, weights: FusedLSTMWeights) -> torch.Tensor:
+def departure_ramp(accumulators: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+    r"""The factor on the learned departure with ``departure_warmup`` :math:`= N > 0`, per
+    coordinate, shape ``(n,)``:
+
+    .. math::
+        
+ho_t = \min\Big(1, rac{t}{N}\Big), \qquad
+        t = rac{\ln(1 - w_v)}{\ln eta_v},
+
+    :math:`t` the number of steps the coordinate has taken, this one included (rounded to an
+    integer), read from the second moment's bias-correction weight :math:`w_v = 1 - eta_v^t` of the new
+    ``accumulators`` (:func:`adaptive_features`; :math:`eta_v` =
+    :data:`~learned_optim.network.SECOND_MOMENT_DECAY`). No state is added, and the rule stays
+    a function of the gradient and the state: a state restored by ``load_state_dict`` goes on
+    ramping where it stopped. :math:`
+ho` is a constant for meta-training (:math:`w_v` does not
+    depend on φ). A weight at or above 1 (the limit, which float32 reaches after about 16,000
+    steps, or a corrupted state) reads as :math:`
+ho = 1`; a non-finite one as 1 too.
+    """
+    weight = accumulators[:, 2 * len(MOMENTUM_DECAYS) + 1].detach()
+    weight = torch.nan_to_num(weight, nan=1.0).clamp(0.0, 1.0)
+    # +inf at weight 1; rounded, so that float rounding of w (float32 holds 1 - beta_v only
+    # to ~1e-5) cannot keep the ramp a hair below 1 at t = N
+    steps = torch.round(torch.log1p(-weight) / math.log(SECOND_MOMENT_DECAY))
+    return torch.clamp(steps / config.departure_warmup, max=1.0)
+
+
+def _direction_magnitude(head_input: torch.Tensor, weights: FusedLSTMWeights,
+                         ramp: torch.Tensor | None = None) -> torch.Tensor:
     """output_scale * d * exp(min(magnitude_scale * s, 80)) with (d, s) = W [h; x] + b, minus
-    output_scale * Adam's direction with ``nominal_step``."""
+    output_scale * Adam's direction with ``nominal_step``; the first term times ``ramp``
+    (:func:`departure_ramp`) where given."""
     config = weights.config
     # one matrix-vector product per output: a (K, 2) product rounds differently with the
     # number of rows on CPU, and blocks of any size must give the same bits
@@ -781,6 +816,8 @@ def _direction_magnitude(head_input: torch.Tensor, weights: FusedLSTMWeights) ->
                                         weights.head_weight[k:k + 1].t()).squeeze(1)
                             for k in range(2))
     size = torch.exp(torch.clamp(magnitude * config.magnitude_scale, max=_EXP_CAP))
+    if ramp is not None:
+        size = size * ramp
     if config.nominal_step:  # minus Adam's direction, the feature column ADAM_FEATURE of x
         adam = head_input[:, config.hidden_size + ADAM_FEATURE]
         return (direction * size - adam) * config.output_scale

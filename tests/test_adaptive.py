@@ -12,15 +12,17 @@ from learned_optim import (LearnedLSTMOptim, LSTMOptimizerConfig, LSTMOptimizerN
 from learned_optim.errors import ConfigError
 from learned_optim.network import (ADAM_FEATURE, FEATURE_CLIP, MOMENTUM_DECAYS,
                                    SECOND_MOMENT_DECAY)
-from learned_optim.update import (StepWorkspace, lstm_step_, run_progress, step_memory_bytes,
+from learned_optim.update import (StepWorkspace, adaptive_features, departure_ramp, lstm_step_,
+                                  run_progress, step_memory_bytes,
                                   tensor_statistic, tensor_step_scale, update_bound,
                                   with_progress, write_progress_)
 from test_update import mixed_gradients
 
 ADAPTIVE = dict(features="adaptive", update="direction_magnitude", output_scale=0.01)
 NOMINAL = dict(ADAPTIVE, nominal_step=True)
+WARMUP = dict(NOMINAL, departure_warmup=3)
 CONFIGS = [ADAPTIVE, dict(features="adaptive"),
-           dict(ADAPTIVE, magnitude_scale=3.0, hidden_size=8, num_layers=1), NOMINAL]
+           dict(ADAPTIVE, magnitude_scale=3.0, hidden_size=8, num_layers=1), NOMINAL, WARMUP]
 
 
 def net_of(seed=0, **config):
@@ -141,6 +143,92 @@ def test_nominal_step_net_starts_with_the_learned_direction_off_the_adam_feature
     assert "nominal_step=True" in repr(nominal) and "nominal_step" not in repr(plain)
 
 
+def _with_config(net, **changes):
+    """A copy of ``net`` with the same weights and the config fields ``changes``."""
+    config = LSTMOptimizerConfig(**{**net.config.to_dict(), **changes})
+    copy_of = LSTMOptimizerNet(config, seed=0).to(next(net.parameters()).dtype)
+    copy_of.load_state_dict(net.state_dict())
+    return copy_of.requires_grad_(False)
+
+
+def test_departure_warmup_multiplies_the_learned_departure_by_t_over_n():
+    # Without a step scale the state depends on the gradients alone, so on the same gradients
+    # a net with departure_warmup=N steps like Adam (its head silenced) plus min(1, t/N) times
+    # the departure of the same net without warmup.
+    whole = net_of(7, **NOMINAL).double()
+    warm = _with_config(whole, departure_warmup=4)
+    adam_only = copy.deepcopy(whole)
+    with torch.no_grad():
+        adam_only.head.weight[0] = 0.0
+        adam_only.head.bias[0] = 0.0
+    grads = [mixed_gradients(60, torch.float64, seed=s) for s in range(7)]
+    full, _ = run_steps(whole, grads)
+    nominal, _ = run_steps(adam_only, grads)
+    ramped, _ = run_steps(warm, grads)
+    for t, (f, a, r) in enumerate(zip(full, nominal, ramped), start=1):
+        torch.testing.assert_close(r, a + min(1.0, t / 4) * (f - a), rtol=1e-9, atol=1e-15)
+    assert not torch.allclose(full[0], ramped[0])  # the departure is not zero to begin with
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_departure_ramp_reads_the_step_count_from_the_bias_correction_weight(dtype):
+    config = LSTMOptimizerConfig(**dict(NOMINAL, departure_warmup=300))
+    accumulators = torch.zeros(3, 8, dtype=dtype)
+    for t in range(1, 401):
+        _, accumulators = adaptive_features(torch.tensor([1.0, -2.0, 0.0], dtype=dtype),
+                                            accumulators)
+        if t in (1, 2, 150, 299, 300, 400):
+            expected = torch.full((3,), min(1.0, t / 300), dtype=dtype)
+            torch.testing.assert_close(departure_ramp(accumulators, config), expected,
+                                       rtol=1e-4, atol=0.0)
+    # the limit w = 1 (float32 reaches it after ~16,000 steps), and a corrupted NaN, read as 1
+    limit = torch.tensor([[0.0] * 7 + [1.0], [0.0] * 7 + [math.nan]], dtype=dtype)
+    assert departure_ramp(limit, config).tolist() == [1.0, 1.0]
+
+
+def test_departure_warmup_goes_on_where_a_restored_state_stopped():
+    torch.manual_seed(0)
+    net = net_of(3, **dict(WARMUP, departure_warmup=10))
+    grads = [torch.randn(30) for _ in range(6)]
+    p = torch.nn.Parameter(torch.zeros(30))
+    straight = LearnedLSTMOptim([p], weights=net)
+    q = torch.nn.Parameter(torch.zeros(30))
+    first = LearnedLSTMOptim([q], weights=net)
+    for step, grad in enumerate(grads):
+        p.grad = grad.clone()
+        straight.step()
+        if step < 3:
+            q.grad = grad.clone()
+            first.step()
+    resumed = LearnedLSTMOptim([q], weights=net)
+    resumed.load_state_dict(first.state_dict())
+    for grad in grads[3:]:
+        q.grad = grad.clone()
+        resumed.step()
+    assert torch.equal(p.detach(), q.detach())
+
+
+@pytest.mark.parametrize("field,value,problem", [
+    ("departure_warmup", True, "an integer number of steps"),
+    ("departure_warmup", -1, "an integer number of steps"),
+    ("departure_warmup", 10_001, "an integer number of steps"),
+    ("departure_warmup", 2.5, "an integer number of steps")])
+def test_departure_warmup_must_be_a_step_count(field, value, problem):
+    with pytest.raises(ConfigError, match=problem):
+        LSTMOptimizerConfig(**{**NOMINAL, field: value})
+
+
+def test_departure_warmup_needs_the_nominal_step():
+    with pytest.raises(ConfigError, match="0 unless nominal_step=True"):
+        LSTMOptimizerConfig(**dict(ADAPTIVE, departure_warmup=100))
+
+
+def test_departure_warmup_off_keeps_the_fingerprint_of_weights_that_predate_it():
+    config = LSTMOptimizerConfig(**NOMINAL)
+    assert "departure_warmup" not in config.identity_dict()
+    assert LSTMOptimizerConfig(**WARMUP).identity_dict()["departure_warmup"] == 3
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 def test_steps_do_not_depend_on_the_scale_of_the_gradient(config):
     net = net_of(1, **config).double()
@@ -193,7 +281,8 @@ def test_in_place_step_is_bit_identical(config, dtype, rows):
 
 
 @pytest.mark.parametrize("config", [ADAPTIVE, CONFIGS[2], NOMINAL,
-                                    dict(NOMINAL, hypergradient_rate=0.3)])
+                                    dict(NOMINAL, hypergradient_rate=0.3),
+                                    dict(WARMUP, hypergradient_rate=0.3)])
 def test_update_bound_holds_for_any_gradient_and_state(config):
     net = net_of(5, **config).double()
     bound = update_bound(net)
@@ -788,9 +877,13 @@ def test_model_card_names_the_tensor_statistic():
 def test_model_card_says_a_nominal_step_net_adds_a_fixed_adam_step():
     from learned_optim.model_card import model_card_text
     cards = {name: model_card_text(WeightsBundle({"fc": net_of(0, **config)}, name=name))
-             for name, config in [("plain", ADAPTIVE), ("nominal", NOMINAL)]}
+             for name, config in [("plain", ADAPTIVE), ("nominal", NOMINAL),
+                                  ("warmup", WARMUP)]}
     assert "plus a fixed Adam step" in cards["nominal"]
     assert "Adam step" not in cards["plain"]
+    assert "ramped" not in cards["nominal"]
+    assert ("plus a fixed Adam step, the learned part ramped up over the first 3 steps"
+            in cards["warmup"])
 
 
 # -- hypergradient_rate: each tensor's steps scaled by a factor adapted online ----------------

@@ -86,8 +86,9 @@ def test_state_dict_saved_under_an_earlier_fingerprint_still_loads():
     records such a fingerprint belongs to the same weights; one of other weights does not."""
     bundle = WeightsBundle({"fc": random_net(0)})
     # the fields of the last version that hashed every field (nominal_step, hypergradient_rate,
-    # step_scale_bound and hypergradient_shrink came after it)
-    later = ("nominal_step", "hypergradient_rate", "step_scale_bound", "hypergradient_shrink")
+    # step_scale_bound, hypergradient_shrink and departure_warmup came after it)
+    later = ("nominal_step", "hypergradient_rate", "step_scale_bound", "hypergradient_shrink",
+             "departure_warmup")
     every_field = {"fc": {k: v for k, v in bundle.nets["fc"].config.to_dict().items()
                           if k not in later}}
     before_tensor_statistic = {"fc": {k: v for k, v in every_field["fc"].items()
