@@ -108,6 +108,13 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
+def _quotient(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, inf over a loss of exactly 0 (nan for 0 over 0)."""
+    if denominator == 0.0:
+        return math.nan if numerator == 0.0 else math.inf
+    return numerator / denominator
+
+
 def learned_lines(report: list[dict[str, Any]], results_path: str) -> list[str]:
     """Each learned optimizer of an ``evaluate`` ``results.json`` (same suite) against Adam
     given K times the steps: its mean final loss over Adam's at the horizon and at each
@@ -133,8 +140,9 @@ def learned_lines(report: list[dict[str, Any]], results_path: str) -> list[str]:
                              f"the same suite, test seeds and code")
         for label in row["learned_vs_tuned_adam"]:
             mine = by_label[label]["final_loss"]
-            cells = [f"{mine / _mean(e['final_losses']):.3g}" for e in probe_row["longer"]]
-            lines.append(f"| {probe_row['row']} | {label} | {mine / adam:.3g} | "
+            cells = [f"{_quotient(mine, _mean(e['final_losses'])):.3g}"
+                     for e in probe_row["longer"]]
+            lines.append(f"| {probe_row['row']} | {label} | {_quotient(mine, adam):.3g} | "
                          + " | ".join(cells) + " |")
     return lines
 

@@ -107,6 +107,8 @@ def test_learned_lines_compare_a_learned_optimizer_with_adam_given_more_steps(tm
     # L's 0.06 against Adam's means: 0.3 at T, 0.1 at 3T, 0.02 at 10T
     assert probe.learned_lines(report, str(path))[2] == "| a | L | 0.2 | 0.6 | 3 |"
     assert len(probe.learned_lines(report, str(path))) == 3
+    report[0]["longer"][1]["final_losses"] = [0.0, 0.0]  # Adam reached a loss of exactly 0
+    assert probe.learned_lines(report, str(path))[2] == "| a | L | 0.2 | 0.6 | inf |"
     results["rows"][0]["optimizers"][0]["final_loss"] = 0.25  # another suite's tuned Adam
     path.write_text(json.dumps(results))
     with pytest.raises(ValueError, match="tuned Adam's final loss on a is 0.25"):
