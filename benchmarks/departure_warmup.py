@@ -22,28 +22,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from learned_optim.network import LSTMOptimizerConfig, LSTMOptimizerNet
 from learned_optim.weights import WeightsBundle, resolve_weights
 
 
 def with_departure_warmup(bundle: WeightsBundle, steps: int, name: str | None = None,
                           command: str | None = None) -> WeightsBundle:
     """``bundle`` with ``departure_warmup=steps`` in every net's config (same tensors), named
-    ``name`` (default: the source's name and ``-warmupN``)."""
-    nets = {}
-    for route, net in bundle.nets.items():
-        config = LSTMOptimizerConfig.from_dict({**net.config.to_dict(),
-                                                "departure_warmup": steps})
-        clone = LSTMOptimizerNet(config)
-        clone.load_state_dict(net.state_dict())
-        nets[route] = clone
+    ``name`` (default: the source's name and ``-warmupN``), the source's provenance kept with
+    a ``departure_warmup`` record added."""
     record = {"script": "benchmarks/departure_warmup.py", "steps": steps,
               "source": bundle.name, "source_fingerprint": bundle.fingerprint()}
     if command:
         record["command"] = command
-    provenance = {**bundle.provenance, "departure_warmup": record}
-    return WeightsBundle(nets, name=name or f"{bundle.name}-warmup{steps}",
-                         provenance=provenance)
+    return bundle.with_net_config(name=name or f"{bundle.name}-warmup{steps}",
+                                  provenance={**bundle.provenance, "departure_warmup": record},
+                                  departure_warmup=steps)
 
 
 def main() -> None:

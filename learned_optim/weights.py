@@ -130,6 +130,21 @@ class WeightsBundle:
             digest.update(value.view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:16]
 
+    def with_net_config(self, *, name: str | None = None,
+                        provenance: Mapping[str, Any] | None = None,
+                        **changes: Any) -> "WeightsBundle":
+        """A copy whose every net has the config fields ``changes`` (validated as any config)
+        and the same tensors, e.g. ``bundle.with_net_config(departure_warmup=300)``; named
+        ``name`` and with ``provenance`` where given, else this bundle's."""
+        nets = {}
+        for route, net in self.nets.items():
+            config = LSTMOptimizerConfig.from_dict({**net.config.to_dict(), **changes})
+            clone = LSTMOptimizerNet(config).to(next(net.parameters()).dtype)
+            clone.load_state_dict(net.state_dict())
+            nets[route] = clone.requires_grad_(next(net.parameters()).requires_grad)
+        return WeightsBundle(nets, name=self.name if name is None else name,
+                             provenance=self.provenance if provenance is None else provenance)
+
     def config_dict(self) -> dict[str, Any]:
         """The JSON config written next to the weights."""
         return {

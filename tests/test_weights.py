@@ -241,3 +241,21 @@ def test_oversized_config_is_refused(tmp_path):
 def test_bundle_needs_an_fc_route():
     with pytest.raises(WeightsFormatError, match="needs an 'fc' net"):
         WeightsBundle({"conv": random_net()})
+
+
+def test_with_net_config_copies_the_tensors_under_a_changed_config():
+    bundle = WeightsBundle({"fc": random_net(0, features="adaptive", update="direction_magnitude",
+                                             nominal_step=True)}, name="n", provenance={"a": 1})
+    warm = bundle.with_net_config(departure_warmup=50)
+    assert warm.nets["fc"].config.departure_warmup == 50
+    assert bundle.nets["fc"].config.departure_warmup == 0
+    assert (warm.name, warm.provenance) == ("n", {"a": 1})
+    assert warm.fingerprint() != bundle.fingerprint()
+    assert warm.tensors().keys() == bundle.tensors().keys()
+    assert all(torch.equal(warm.tensors()[k], v) for k, v in bundle.tensors().items())
+    # switched off again it is the same weights, fingerprint included
+    assert warm.with_net_config(departure_warmup=0).fingerprint() == bundle.fingerprint()
+    renamed = bundle.with_net_config(name="m", provenance={}, departure_warmup=1)
+    assert (renamed.name, renamed.provenance) == ("m", {})
+    with pytest.raises(ConfigError, match="departure_warmup"):
+        bundle.with_net_config(departure_warmup=-3)
