@@ -113,13 +113,18 @@ class WeightsBundle:
                                   for route in self.routes})
 
     def known_fingerprints(self) -> set[str]:
-        """:meth:`fingerprint` and the fingerprints that earlier versions of learned_optim gave
-        these weights (they hashed every config field they knew); an optimizer state_dict
-        that records any of them belongs to these weights."""
+        """:meth:`fingerprint`, the fingerprints that earlier versions of learned_optim gave
+        these weights (they hashed every config field they knew) and, for nets with a
+        ``departure_warmup``, the fingerprint of the same nets without it; an optimizer
+        state_dict that records any of them belongs to these weights."""
         known = {self.fingerprint()}
         configs = {route: self.nets[route].config.earlier_identity_dicts() for route in self.routes}
         for forms in zip(*configs.values()):  # one version's configs of every route
             known.add(self._fingerprint(dict(zip(configs, forms))))
+        if any(net.config.departure_warmup for net in self.nets.values()):
+            # the same weights without the warmup keep the same state, which the warmup only
+            # reads (its step count): a state saved by them goes on here, ramped from its t
+            known.add(self.with_net_config(departure_warmup=0).fingerprint())
         return known
 
     def _fingerprint(self, routes_config: dict[str, Any]) -> str:

@@ -259,3 +259,26 @@ def test_with_net_config_copies_the_tensors_under_a_changed_config():
     assert (renamed.name, renamed.provenance) == ("m", {})
     with pytest.raises(ConfigError, match="departure_warmup"):
         bundle.with_net_config(departure_warmup=-3)
+
+
+def test_a_state_dict_of_the_same_weights_without_a_warmup_loads_into_them_with_one():
+    plain = WeightsBundle({"fc": random_net(0, features="adaptive", update="direction_magnitude",
+                                            nominal_step=True)})
+    warm = plain.with_net_config(departure_warmup=300)
+    p = torch.nn.Parameter(torch.zeros(40))
+    before = LearnedLSTMOptim([p], weights=plain)
+    p.grad = torch.linspace(-1, 1, 40)
+    before.step()
+    after = LearnedLSTMOptim([torch.nn.Parameter(p.detach().clone())], weights=warm)
+    after.load_state_dict(before.state_dict())
+    assert torch.equal(after.state_dict()["state"][0]["hidden"],
+                       before.state_dict()["state"][0]["hidden"])
+    # not the other way: weights without the warmup do not know the warmed-up fingerprint
+    with pytest.raises(StateDictError, match="made with weights"):
+        LearnedLSTMOptim([p], weights=plain).load_state_dict(after.state_dict())
+    # nor other tensors under the same warmup
+    other = WeightsBundle({"fc": random_net(1, features="adaptive", update="direction_magnitude",
+                                            nominal_step=True)})
+    with pytest.raises(StateDictError, match="made with weights"):
+        LearnedLSTMOptim([p], weights=warm).load_state_dict(
+            LearnedLSTMOptim([p], weights=other).state_dict())
