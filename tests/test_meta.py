@@ -801,7 +801,7 @@ def test_start_from_fine_tunes_a_bundle_and_records_it(tmp_path):
         routed.start_from(source_bundle)
 
 
-def test_the_fine_tuning_variant_starts_from_the_pinned_default(monkeypatch):
+def test_the_fine_tuning_variant_starts_from_the_pinned_default(monkeypatch, tmp_path):
     """benchmarks/default_variants.py: finetune-default-wider-e4 is default's recipe for 4
     epochs on the wider mixture, started from the bundled default with its pinned
     fingerprint; a bundle whose fingerprint differs is refused, and other variants start
@@ -821,6 +821,13 @@ def test_the_fine_tuning_variant_starts_from_the_pinned_default(monkeypatch):
     assert module.VARIANTS["finetune-default-wide-e4"] == ("mixture-wide", validation, fields)
     assert module.starting_weights("finetune-default-wide-e4").fingerprint() == \
         start.fingerprint()
+    # the same tensors with a departure warmup added start it too, with the warmup off
+    warm = start.with_net_config(departure_warmup=300).save_pretrained(tmp_path / "warm")
+    monkeypatch.setitem(module.STARTS, "finetune-default-wider-e4",
+                        (str(warm), "ed02343c9b0a1989"))
+    again = module.starting_weights("finetune-default-wider-e4")
+    assert again.fingerprint() == "ed02343c9b0a1989"
+    assert again.nets["fc"].config.departure_warmup == 0
     monkeypatch.setitem(module.STARTS, "finetune-default-wider-e4", ("default", "0" * 16))
     with pytest.raises(ValueError, match="fingerprint"):
         module.starting_weights("finetune-default-wider-e4")
