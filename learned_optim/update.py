@@ -781,20 +781,18 @@ def departure_ramp(accumulators: torch.Tensor, config: LSTMOptimizerConfig) -> t
     coordinate, shape ``(n,)``:
 
     .. math::
-        
-ho_t = \min\Big(1, rac{t}{N}\Big), \qquad
-        t = rac{\ln(1 - w_v)}{\ln eta_v},
+        \rho_t = \min\Big(1, \frac{t}{N}\Big), \qquad
+        t = \frac{\ln(1 - w_v)}{\ln \beta_v},
 
     :math:`t` the number of steps the coordinate has taken, this one included (rounded to an
-    integer), read from the second moment's bias-correction weight :math:`w_v = 1 - eta_v^t` of the new
-    ``accumulators`` (:func:`adaptive_features`; :math:`eta_v` =
-    :data:`~learned_optim.network.SECOND_MOMENT_DECAY`). No state is added, and the rule stays
-    a function of the gradient and the state: a state restored by ``load_state_dict`` goes on
-    ramping where it stopped. :math:`
-ho` is a constant for meta-training (:math:`w_v` does not
-    depend on φ). A weight at or above 1 (the limit, which float32 reaches after about 16,000
-    steps, or a corrupted state) reads as :math:`
-ho = 1`; a non-finite one as 1 too.
+    integer), read from the second moment's bias-correction weight
+    :math:`w_v = 1 - \beta_v^t` of the new ``accumulators`` (:func:`adaptive_features`;
+    :math:`\beta_v` = :data:`~learned_optim.network.SECOND_MOMENT_DECAY`). No state is added,
+    and the rule stays a function of the gradient and the state: a state restored by
+    ``load_state_dict`` goes on ramping where it stopped. :math:`\rho` is a constant for
+    meta-training (:math:`w_v` does not depend on φ). A weight at or above 1 (the limit, which
+    float32 reaches after about 16,000 steps, or a corrupted state) reads as :math:`\rho = 1`;
+    a NaN one as 1 too.
     """
     weight = accumulators[:, 2 * len(MOMENTUM_DECAYS) + 1].detach()
     weight = torch.nan_to_num(weight, nan=1.0).clamp(0.0, 1.0)
