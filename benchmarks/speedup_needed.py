@@ -50,6 +50,7 @@ from learned_optim.evaluation.evaluate import TUNED_ADAM, tune_lr
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, run_losses
 from learned_optim.evaluation.stats import paired_difference, verdict
 from learned_optim.evaluation.suites import Protocol, Row, protocol_for
+from summarize_validation import learned_entries  # its sibling: the results.json reader
 
 
 def tuned_adam_final_losses(family, horizon: int, protocol: Protocol
@@ -61,9 +62,12 @@ def tuned_adam_final_losses(family, horizon: int, protocol: Protocol
     return lr, final_loss(curves).tolist()
 
 
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
 def _ratio(longer: Sequence[float], base: Sequence[float]) -> float:
-    mean_base = sum(base) / len(base)
-    mean_longer = sum(longer) / len(longer)
+    mean_base, mean_longer = _mean(base), _mean(longer)
     if not math.isfinite(mean_base) or not math.isfinite(mean_longer):
         return math.nan
     return mean_longer / mean_base if mean_base > 0 else math.nan
@@ -104,10 +108,6 @@ def table_lines(report: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
-
-
 def _quotient(numerator: float, denominator: float) -> float:
     """``numerator / denominator``, inf over a loss of exactly 0 (nan for 0 over 0)."""
     if denominator == 0.0:
@@ -121,29 +121,25 @@ def learned_lines(report: list[dict[str, Any]], results_path: str) -> list[str]:
     K x T. Below 1 at K: it reaches at T what Adam, re-tuned, reaches only after K x T steps,
     a speedup of at least K (on the mean). Refuses a results file whose tuned Adam differs
     from the probe's own run at T (another suite, seeds or code)."""
-    with open(results_path) as handle:
-        rows = {row["row"]: row for row in json.load(handle)["rows"]}
+    report_rows = {row["row"]: row for row in report}
     factors = [entry["factor"] for entry in report[0]["longer"]] if report else []
     lines = ["| row | learned optimizer | final loss / tuned Adam's at T | "
              + " | ".join(f"/ Adam's at {k}T" for k in factors) + " |",
              "|---|---|---|" + "---|" * len(factors)]
-    for probe_row in report:
-        row = rows.get(probe_row["row"])
-        if row is None:
+    for _, row, by_label, label, _ in learned_entries([results_path]):
+        probe_row = report_rows.get(row["row"])
+        if probe_row is None:
             continue
-        by_label = {o["label"]: o for o in row["optimizers"]}
         adam = _mean(probe_row["final_losses"])
         recorded = by_label[TUNED_ADAM]["final_loss"]
         if not math.isclose(adam, recorded, rel_tol=1e-4):
             raise ValueError(f"{results_path}: tuned Adam's final loss on {probe_row['row']} is "
                              f"{recorded:.6g}, this probe's is {adam:.6g}; compare results of "
                              f"the same suite, test seeds and code")
-        for label in row["learned_vs_tuned_adam"]:
-            mine = by_label[label]["final_loss"]
-            cells = [f"{_quotient(mine, _mean(e['final_losses'])):.3g}"
-                     for e in probe_row["longer"]]
-            lines.append(f"| {probe_row['row']} | {label} | {_quotient(mine, adam):.3g} | "
-                         + " | ".join(cells) + " |")
+        mine = by_label[label]["final_loss"]
+        cells = [f"{_quotient(mine, _mean(e['final_losses'])):.3g}" for e in probe_row["longer"]]
+        lines.append(f"| {probe_row['row']} | {label} | {_quotient(mine, adam):.3g} | "
+                     + " | ".join(cells) + " |")
     return lines
 
 

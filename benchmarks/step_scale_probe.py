@@ -40,7 +40,6 @@ Prints per function and setting the blow-ups, the median final loss (mean of the
 and the largest peak / start ratio; ``B:k`` settings are given as numbers.
 """
 import argparse
-import dataclasses
 import json
 import math
 import tempfile
@@ -122,14 +121,8 @@ PANEL = (_FunctionFamily("beale", _beale, [-2.0, 2.0], 0.5, 10_000),
 def with_step_scale_rule(bundle: WeightsBundle, bound: float, shrink: float) -> WeightsBundle:
     """``bundle``'s weights φ with each net's step scale bounded by ``bound`` and shrinking
     ``shrink`` times faster than it grows."""
-    nets = {}
-    for route, net in bundle.nets.items():
-        config = dataclasses.replace(net.config, step_scale_bound=bound,
-                                     hypergradient_shrink=shrink)
-        clone = type(net)(config)
-        clone.load_state_dict(net.state_dict())
-        nets[route] = clone
-    return WeightsBundle(nets, name=f"{bundle.name}-B{bound:g}-k{shrink:g}")
+    return bundle.with_net_config(name=f"{bundle.name}-B{bound:g}-k{shrink:g}", provenance={},
+                                  step_scale_bound=bound, hypergradient_shrink=shrink)
 
 
 def panel_runs(family: _FunctionFamily, spec: OptimizerSpec, seeds=SEEDS) -> dict:

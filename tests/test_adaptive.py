@@ -143,20 +143,12 @@ def test_nominal_step_net_starts_with_the_learned_direction_off_the_adam_feature
     assert "nominal_step=True" in repr(nominal) and "nominal_step" not in repr(plain)
 
 
-def _with_config(net, **changes):
-    """A copy of ``net`` with the same weights and the config fields ``changes``."""
-    config = LSTMOptimizerConfig(**{**net.config.to_dict(), **changes})
-    copy_of = LSTMOptimizerNet(config, seed=0).to(next(net.parameters()).dtype)
-    copy_of.load_state_dict(net.state_dict())
-    return copy_of.requires_grad_(False)
-
-
 def test_departure_warmup_multiplies_the_learned_departure_by_t_over_n():
     # Without a step scale the state depends on the gradients alone, so on the same gradients
     # a net with departure_warmup=N steps like Adam (its head silenced) plus min(1, t/N) times
     # the departure of the same net without warmup.
     whole = net_of(7, **NOMINAL).double()
-    warm = _with_config(whole, departure_warmup=4)
+    warm = WeightsBundle({"fc": whole}).with_net_config(departure_warmup=4).nets["fc"]
     adam_only = copy.deepcopy(whole)
     with torch.no_grad():
         adam_only.head.weight[0] = 0.0

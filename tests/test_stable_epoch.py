@@ -2,10 +2,11 @@
 a run that passes a curved-valley screen, and default_variants.py --keep-epochs, which writes
 the epochs it chooses from."""
 
-import dataclasses
 import math
 
 import pytest
+import torch
+
 from benchmark_scripts import load_benchmark
 
 from learned_optim import WeightsBundle
@@ -86,15 +87,10 @@ def _overshooting_epoch_9(good_folder, out):
     """Write to ``out`` the epoch ``good_folder`` holds with a step 1,000x too large, recorded
     as epoch 9 with the best score of the run (-1)."""
     good = WeightsBundle.from_pretrained(good_folder)
-    nets = {}
-    for route, net in good.nets.items():
-        clone = type(net)(dataclasses.replace(net.config,
-                                              output_scale=net.config.output_scale * 1000))
-        clone.load_state_dict(net.state_dict())
-        nets[route] = clone
     history = [*good.provenance["history"], {"epoch": 9, "score": -1.0, "final_loss": 0.0}]
-    WeightsBundle(nets, name="overshoots", provenance={
-        **good.provenance, "history": history, "epoch_kept": 9}).save_pretrained(out)
+    good.with_net_config(
+        name="overshoots", provenance={**good.provenance, "history": history, "epoch_kept": 9},
+        output_scale=good.nets["fc"].config.output_scale * 1000).save_pretrained(out)
 
 
 def test_a_better_scored_epoch_that_overshoots_is_passed_over(tiny_run, stable_epoch,
@@ -177,3 +173,13 @@ def test_screen_starts_trace_prints_every_nth_step_the_scale_and_the_height_abov
     assert "(   1.00x start)  scale   1.00" in lines[0]
     # a limit below the losses prints every step
     assert len(starts.trace_lines(family, seed, "default", steps=5, every=10, peak=0.5)) == 5
+
+
+def test_step_scale_probe_rule_copies_keep_the_tensors_and_set_the_rule():
+    probe = load_benchmark("step_scale_probe")
+    default = WeightsBundle.from_pretrained("default")
+    copy = probe.with_step_scale_rule(default, 2.0, 3.0)
+    config = copy.nets["fc"].config
+    assert (copy.name, config.step_scale_bound, config.hypergradient_shrink) == \
+        ("default-B2-k3", 2.0, 3.0)
+    assert all(torch.equal(copy.tensors()[k], v) for k, v in default.tensors().items())
