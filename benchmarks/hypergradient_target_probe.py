@@ -64,12 +64,11 @@ def step_scale_target(target: float):
     :math:`\beta c_0` first, so the clip applies once, to the sum, as in the formula above."""
     shipped = update_rule.tensor_step_scale
 
-    def with_target(hidden, grad, config, *, maximize=False):
-        if target and hidden.shape[0]:
-            hidden = hidden.detach().clone()
-            hidden[0, 2 * config.num_layers, config.step_scale_column] += (
-                config.hypergradient_rate * target)
-        return shipped(hidden, grad, config, maximize=maximize)
+    def with_target(accumulators, grad, config, *, maximize=False):
+        if target and accumulators.shape[0]:
+            accumulators = accumulators.detach().clone()
+            accumulators[0, config.step_scale_column] += config.hypergradient_rate * target
+        return shipped(accumulators, grad, config, maximize=maximize)
 
     update_rule.tensor_step_scale = with_target  # write_step_scale_ looks it up at call time
     try:

@@ -19,7 +19,8 @@ from torch import nn
 from .errors import ConfigError
 
 __all__ = ["LSTMOptimizerConfig", "LSTMOptimizerNet", "PREPROCESSING_MODES", "FEATURE_MODES",
-           "UPDATE_MODES", "MOMENTUM_DECAYS", "SECOND_MOMENT_DECAY", "FEATURE_CLIP"]
+           "UPDATE_MODES", "MOMENTUM_DECAYS", "SECOND_MOMENT_DECAY", "FEATURE_CLIP",
+           "SECOND_MOMENT_WEIGHT_COLUMN"]
 
 #: Gradient preprocessing modes (see :func:`learned_optim.update.preprocess_gradient`).
 PREPROCESSING_MODES = ("log_sign", "clamped", "none")
@@ -58,6 +59,9 @@ _OPTIONAL_FIELD_GROUPS = (("features", "update", "magnitude_scale"), ("parameter
                           ("step_scale_bound", "hypergradient_shrink"), ("departure_warmup",))
 # Versions before identity_dict hashed every field they knew: they knew this many groups.
 _GROUPS_KNOWN_BEFORE_IDENTITY = 5
+#: Column of the accumulator row that holds the second moment's bias-correction weight
+#: :math:`w_v = 1 - \beta_v^t` (after the momenta, the second moment and the momenta's weights).
+SECOND_MOMENT_WEIGHT_COLUMN = 2 * len(MOMENTUM_DECAYS) + 1
 #: Column of the accumulator row that holds the tensor feature (after the 8 accumulators).
 TENSOR_FEATURE_COLUMN = 2 * (len(MOMENTUM_DECAYS) + 1)
 #: What the tensor feature (``tensor_feature=True``) measures: see

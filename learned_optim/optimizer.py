@@ -13,15 +13,19 @@ from torch.optim import Optimizer
 from .errors import StateDictError, WeightsFormatError
 from .routing import AUTO_ROUTE, route_for_shape, route_param_groups
 from .sharding import is_sharded, local_hidden, local_tensor, saved_hidden_problem, sharded_hidden
-from .update import (ROW_ALIGN, StepWorkspace, fuse_weights, iter_chunks, lstm_step_,
-                     run_progress, stored_log_step_scale, update_bound, write_progress_,
-                     write_step_scale_, write_tensor_feature_)
+from .update import (ROW_ALIGN, StepWorkspace, accumulator_row, fuse_weights, iter_chunks,
+                     lstm_step_, run_progress, stored_log_step_scale, update_bound,
+                     write_progress_, write_step_scale_, write_tensor_feature_)
 from .weights import WeightsBundle, resolve_weights
 
 __all__ = ["LearnedLSTMOptim"]
 
 _STATE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-_STATE_FORMAT_VERSION = 1
+_STATE_KEYS = ({"step", "hidden"}, {"step", "hidden", "accumulators"})
+# 1: every state is {"step", "hidden"}. 2: a state in a 16-bit state_dtype of a net with
+# accumulators (features="adaptive") keeps them apart, {"step", "hidden", "accumulators"}.
+# A state_dict says the lowest version that reads it, so float32 ones stay version 1.
+_STATE_FORMAT_VERSION = 2
 DEFAULT_CHUNK_SIZE = 4096
 
 
@@ -63,9 +67,10 @@ class LearnedLSTMOptim(Optimizer):
         state_dtype: dtype of the stored hidden state (``torch.float32``, ``torch.float64``,
             ``torch.bfloat16`` or ``torch.float16``). ``None``: float64 for float64 parameters,
             float32 otherwise. The LSTM always computes in float32 (float64 for float64 params).
-            A net with a per-tensor step scale (``hypergradient_rate``) stores its log scale
-            in the state too: in bfloat16 it is rounded to steps of 1/64 beyond 2, so smaller
-            changes are lost and the scale moves more coarsely than in meta-training.
+            Only the LSTM's (h, c) rows are stored in a 16-bit ``state_dtype``: a net with
+            adaptive features keeps its running averages (decays up to 0.999, whose updates a
+            16-bit number cannot hold: a bfloat16 one stops changing), its per-tensor step
+            scale and its other accumulators in float32, as ``state[p]["accumulators"]``.
         total_steps: the number of steps the run will take, for weights whose net reads the
             run's progress (``progress_feature``, :func:`learned_optim.update.run_progress`):
             such a net can anneal its step toward the end, like a cosine schedule. ``None``
@@ -152,7 +157,7 @@ class LearnedLSTMOptim(Optimizer):
         state = self.state.get(param)
         if not config.scales_steps or not state:
             return 1.0
-        return math.exp(float(stored_log_step_scale(state["hidden"], config)))
+        return math.exp(float(stored_log_step_scale(_accumulators(state, config), config)))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -289,8 +294,11 @@ class LearnedLSTMOptim(Optimizer):
                weights: Any, compute_dtype: torch.dtype) -> None:
         """Run the update rule over ``params`` in blocks of ``chunk_size`` coordinates, in one
         reused workspace, writing params and state in place."""
+        config = weights.config
         grads, hidden, targets, deferred, steps = [], [], [], [], []
-        values = [] if weights.config.parameter_feature else None  # θ, read by the net
+        values = [] if config.parameter_feature else None  # θ, read by the net
+        # a 16-bit state keeps its accumulators apart, in the compute dtype
+        apart = [] if _keeps_accumulators_apart(group, config, compute_dtype) else None
         for param in params:
             state = self.state[param]
             local, grad = local_tensor(param), local_tensor(param.grad)  # FSDP2: this shard
@@ -298,15 +306,18 @@ class LearnedLSTMOptim(Optimizer):
             grad = torch.view_as_real(grad) if grad.is_complex() else grad
             if not state:
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                state["hidden"] = self._bundle.nets[route].initial_state(
-                    real.numel(), dtype=_state_dtype(group, param), device=param.device)
-            if weights.config.progress_feature:  # t steps done before this one
-                write_progress_(state["hidden"], run_progress(float(state["step"]),
-                                                              group["total_steps"]),
-                                weights.config)
+                state.update(_initial_state(self._bundle.nets[route], real.numel(),
+                                            _state_dtype(group, param), compute_dtype,
+                                            apart is not None, param.device))
+            if config.progress_feature:  # t steps done before this one
+                write_progress_(_accumulators(state, config),
+                                run_progress(float(state["step"]), group["total_steps"]),
+                                config)
             steps.append(state["step"])
             grads.append(grad.reshape(-1))
             hidden.append(state["hidden"])
+            if apart is not None:
+                apart.append(state["accumulators"])
             if values is not None:
                 values.append(real.detach().reshape(-1))  # a copy only if not contiguous
             if real.is_contiguous():
@@ -316,22 +327,25 @@ class LearnedLSTMOptim(Optimizer):
                 targets.append(buffer)
                 deferred.append((real, buffer))
         torch._foreach_add_(steps, 1.0)
-        if weights.config.scales_steps:  # one scale per tensor (per shard under FSDP2)
-            for grad, state in zip(grads, hidden):
-                write_step_scale_(state, grad, weights.config, maximize=group["maximize"])
+        rows = [_accumulators(self.state[p], config) for p in params] \
+            if config.scales_steps or config.tensor_feature else []
+        if config.scales_steps:  # one scale per tensor (per shard under FSDP2)
+            for grad, row in zip(grads, rows):
+                write_step_scale_(row, grad, config, maximize=group["maximize"])
         _run_blocks(grads, hidden, targets, weights, compute_dtype, group["chunk_size"],
-                    group["lr"], group["maximize"], values)
-        if weights.config.tensor_feature:  # one number per tensor (per shard under FSDP2)
-            for state in hidden:
-                write_tensor_feature_(state, weights.config)
+                    group["lr"], group["maximize"], values, apart)
+        if config.tensor_feature:  # one number per tensor (per shard under FSDP2)
+            for row in rows:
+                write_tensor_feature_(row, config)
         for real, buffer in deferred:
             real.add_(buffer.view(real.shape))
 
     # -- state_dict ------------------------------------------------------------------------
 
     def _identity(self) -> dict[str, Any]:
+        apart = any("accumulators" in state for state in self.state.values())
         return {
-            "format_version": _STATE_FORMAT_VERSION,
+            "format_version": 2 if apart else 1,  # the lowest version that reads it
             "weights_name": self._bundle.name,
             "weights_fingerprint": self._bundle.fingerprint(),
             "routes": list(self._bundle.routes),
@@ -345,6 +359,8 @@ class LearnedLSTMOptim(Optimizer):
         ``"state"`` and ``"param_groups"``). The hidden state of a sharded (``DTensor``)
         parameter is a ``DTensor`` of shape ``(*param.shape, 2L, H)`` placed like the
         parameter, so ``torch.distributed.checkpoint`` saves and loads it shard by shard.
+        A 16-bit state of a net with accumulators also has ``"accumulators"``, shape ``(n, 1,
+        H)`` in float32 (``state_dtype``), sharded the same way.
         """
         state_dict = super().state_dict()
         identity = self._identity()
@@ -355,15 +371,18 @@ class LearnedLSTMOptim(Optimizer):
             for index in group["params"]:
                 entry = state_dict["state"].get(index)
                 if entry is not None and is_sharded(params[index]):
-                    state_dict["state"][index] = dict(
-                        entry, hidden=sharded_hidden(params[index], entry["hidden"]))
+                    state_dict["state"][index] = dict(entry, **{
+                        key: sharded_hidden(params[index], entry[key])
+                        for key in ("hidden", "accumulators") if key in entry})
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict made by a ``LearnedLSTMOptim`` with the same weights.
 
         The hidden state keeps its own dtype and is copied (not aliased), so continuing from a
-        loaded state is bit-for-bit identical to an uninterrupted run.
+        loaded state is bit-for-bit identical to an uninterrupted run. A 16-bit state saved by
+        learned_optim before version 2 of the state format, whose accumulators were stored in
+        16 bits too, gets them in float32 from the saved values (``state_dtype``).
         """
         self._check_state_dict(state_dict)
         saved_state = state_dict["state"]
@@ -381,11 +400,22 @@ class LearnedLSTMOptim(Optimizer):
                 owners[saved_ids[len(owners)]] = (param, group)
         for saved_id, entry in saved_state.items():
             param, group = owners[saved_id]
-            hidden = local_hidden(param, entry["hidden"].detach())
+            config = self._bundle.nets[_route_of(self, group, param)].config
+            compute_dtype = _compute_dtype(param)
+            parts = [local_hidden(param, entry[key].detach())
+                     for key in ("hidden", "accumulators") if key in entry]
+            split = 2 * config.num_layers
+            if _keeps_accumulators_apart(group, config, compute_dtype):
+                if len(parts) == 1:  # saved whole (format version 1)
+                    parts = [parts[0][:, :split], parts[0][:, split:]]
+                dtypes = [_state_dtype(group, param), compute_dtype]
+            else:
+                parts, dtypes = [torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]], \
+                    [_state_dtype(group, param)]
             self.state[param] = {
                 "step": entry["step"].detach().to(dtype=torch.float32, device="cpu", copy=True),
-                "hidden": hidden.to(device=param.device, dtype=_state_dtype(group, param),
-                                    copy=True).contiguous(),
+                **{key: part.to(device=param.device, dtype=dtype, copy=True).contiguous()
+                   for key, part, dtype in zip(("hidden", "accumulators"), parts, dtypes)},
             }
 
     def _check_state_dict(self, state_dict: Any) -> None:
@@ -453,30 +483,45 @@ class LearnedLSTMOptim(Optimizer):
                 entry = state_dict["state"].get(saved_id)
                 if entry is None:
                     continue
-                if not isinstance(entry, dict) or set(entry) != {"step", "hidden"}:
+                if not isinstance(entry, dict) or set(entry) not in _STATE_KEYS:
                     raise StateDictError(f"state of parameter {saved_id} has keys "
                                          f"{sorted(entry) if isinstance(entry, dict) else entry}"
-                                         ", expected ['hidden', 'step']")
+                                         ", expected ['hidden', 'step'] (or ['accumulators', "
+                                         "'hidden', 'step'])")
+                keys = sorted(entry)
                 if not all(torch.is_tensor(entry[k]) and entry[k].is_floating_point()
-                           for k in ("step", "hidden")):
+                           for k in keys):
                     raise StateDictError(
-                        f"state of parameter {saved_id}: 'step' and 'hidden' must be floating "
-                        f"point tensors, got {type(entry['step']).__name__} and "
-                        f"{type(entry['hidden']).__name__}; the state_dict is corrupted")
+                        f"state of parameter {saved_id}: {', '.join(map(repr, keys))} must "
+                        "all be floating point tensors, got "
+                        + ", ".join(f"{k}: {_described(entry[k])}" for k in keys)
+                        + "; the state_dict is corrupted")
                 # each process checks its own shard: no collective inside load_state_dict
-                hidden = local_tensor(entry["hidden"])
-                if not bool(_state_finite({"hidden": hidden}, hidden.device)) \
+                local = {k: local_tensor(entry[k]) for k in ("hidden", "accumulators")
+                         if k in entry}
+                if not bool(_state_finite(local, local["hidden"].device)) \
                         or not torch.isfinite(entry["step"]).all():
                     raise StateDictError(
                         f"the hidden state of parameter {saved_id} contains NaN or inf: the "
                         "state_dict is corrupted (stepping from it would leave that parameter "
                         "frozen). Load an earlier state_dict or start this optimizer fresh")
-                net = self._bundle.nets[_route_of(self, saved, param)]
-                problem = saved_hidden_problem(param, entry["hidden"], net.config.state_rows,
-                                               net.config.hidden_size)
-                if problem:
-                    raise StateDictError(f"hidden state of parameter {saved_id} has shape "
-                                         f"{tuple(entry['hidden'].shape)}{problem}")
+                config = self._bundle.nets[_route_of(self, saved, param)].config
+                apart = "accumulators" in entry
+                if apart and not config.accumulator_rows:
+                    raise StateDictError(
+                        f"state of parameter {saved_id} has 'accumulators', but the net of "
+                        f"weights {mine['weights_name']!r} keeps none (its features are "
+                        f"{config.features!r}): the state_dict is corrupted or belongs to "
+                        "other weights")
+                rows = {"hidden": 2 * config.num_layers if apart else config.state_rows,
+                        "accumulators": config.accumulator_rows}
+                for key in local:
+                    problem = saved_hidden_problem(param, entry[key], rows[key],
+                                                   config.hidden_size)
+                    if problem:
+                        raise StateDictError(f"{'hidden state' if key == 'hidden' else key} "
+                                             f"of parameter {saved_id} has shape "
+                                             f"{tuple(entry[key].shape)}{problem}")
 
     # -- pickling and printing ---------------------------------------------------------------
 
@@ -492,13 +537,54 @@ class LearnedLSTMOptim(Optimizer):
 
 
 def _state_finite(state: dict[str, Any] | None, device: torch.device) -> torch.Tensor:
-    """Whether a parameter's hidden state is all finite (no state yet: True). One pass, no
-    temporary the size of the state: NaN propagates through min/max and inf shows in them."""
-    hidden = state.get("hidden") if state else None
-    if hidden is None or hidden.numel() == 0:
-        return torch.tensor(True, device=device)
-    low, high = torch.aminmax(hidden)
-    return torch.isfinite(low) & torch.isfinite(high)
+    """Whether a parameter's hidden state (and accumulators kept apart) is all finite (no
+    state yet: True). One pass, no temporary the size of the state: NaN propagates through
+    min/max and inf shows in them."""
+    finite = torch.tensor(True, device=device)
+    for key in ("hidden", "accumulators"):
+        tensor = state.get(key) if state else None
+        if tensor is not None and tensor.numel():
+            low, high = torch.aminmax(tensor)
+            finite = finite & torch.isfinite(low) & torch.isfinite(high)
+    return finite
+
+
+def _described(value: Any) -> str:
+    return f"a {value.dtype} tensor" if torch.is_tensor(value) else f"a {type(value).__name__}"
+
+
+def _keeps_accumulators_apart(group: dict[str, Any], config: Any,
+                              compute_dtype: torch.dtype) -> bool:
+    """Whether a state of ``group`` keeps the net's accumulator row apart from ``hidden``, in
+    the compute dtype: when the state dtype is narrower than the compute dtype (bfloat16,
+    float16) and the net has accumulators. A running average with decay 0.999 moves by
+    :math:`10^{-3}` of the difference per step, below half a bfloat16 ulp (:math:`2^{-9}`
+    relative): in bfloat16 it would stop changing (the second moment's bias-correction weight
+    stops at 0.25 after about 290 steps)."""
+    state_dtype = group["state_dtype"]
+    return bool(config.accumulator_rows) and state_dtype is not None \
+        and torch.finfo(state_dtype).bits < torch.finfo(compute_dtype).bits
+
+
+def _initial_state(net: Any, numel: int, state_dtype: torch.dtype, compute_dtype: torch.dtype,
+                   apart: bool, device: torch.device) -> dict[str, torch.Tensor]:
+    """A fresh state: ``{"hidden"}`` of shape ``(numel, state_rows, H)``, or with the
+    accumulators kept ``apart``, ``{"hidden"}`` of the (h, c) rows ``(numel, 2L, H)`` and
+    ``{"accumulators"}`` ``(numel, 1, H)`` in the compute dtype."""
+    if not apart:
+        return {"hidden": net.initial_state(numel, dtype=state_dtype, device=device)}
+    split = 2 * net.config.num_layers
+    return {"hidden": net.initial_state(numel, dtype=state_dtype, device=device)[:, :split]
+            .contiguous(),
+            "accumulators": net.initial_state(numel, dtype=compute_dtype, device=device)
+            [:, split:].contiguous()}
+
+
+def _accumulators(state: dict[str, Any], config: Any) -> torch.Tensor:
+    """A parameter's accumulator rows, shape ``(n, H)``: a view into its state."""
+    if "accumulators" in state:
+        return state["accumulators"][:, 0]
+    return accumulator_row(state["hidden"], config)
 
 
 def _route_of(optimizer: LearnedLSTMOptim, group: dict[str, Any], param: torch.Tensor) -> str:
@@ -509,11 +595,13 @@ def _route_of(optimizer: LearnedLSTMOptim, group: dict[str, Any], param: torch.T
 def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
                 targets: list[torch.Tensor], weights: Any, compute_dtype: torch.dtype,
                 chunk_size: int, lr: float, maximize: bool,
-                values: list[torch.Tensor] | None = None) -> None:
+                values: list[torch.Tensor] | None = None,
+                apart: list[torch.Tensor] | None = None) -> None:
     """The update rule over flat ``grads`` in blocks of ``chunk_size`` coordinates, in one
     workspace: ``targets += lr * update``, ``hidden`` replaced by the new state, in place.
     ``values`` (the parameters' values θ, for nets with ``parameter_feature``) are read block
-    by block, each before its own block is updated.
+    by block, each before its own block is updated. ``apart``: the accumulator rows, shape
+    ``(n, 1, H)``, of states whose ``hidden`` holds only the (h, c) rows (a 16-bit state).
 
     A block that spans many small tensors is gathered with one ``cat`` and scattered with one
     ``_foreach`` call each, so the Python work per block does not grow with the tensor count.
@@ -523,6 +611,10 @@ def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
         return
     workspace = StepWorkspace(min(chunk_size, sum(sizes)), weights.config,
                               dtype=compute_dtype, device=grads[0].device)
+    # (the states, the rows of the workspace's state they fill)
+    split = 2 * weights.config.num_layers
+    parts = [(hidden, slice(None))] if apart is None else \
+        [(hidden, slice(0, split)), (apart, slice(split, None))]
     for pieces in iter_chunks(sizes, chunk_size):
         lengths = [stop - start for _, start, stop in pieces]
         rows = sum(lengths)
@@ -533,15 +625,18 @@ def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
             grad_in.copy_(grads[index][start:stop])
             if values is not None:
                 workspace.param[:rows].copy_(values[index][start:stop])
-            if hidden[index].dtype == compute_dtype and rows % ROW_ALIGN == 0:
+            if apart is None and hidden[index].dtype == compute_dtype \
+                    and rows % ROW_ALIGN == 0:
                 in_place = hidden[index][start:stop]
             else:
-                hidden_in.copy_(hidden[index][start:stop])
+                for states, part in parts:
+                    hidden_in[:, part].copy_(states[index][start:stop])
         else:
             torch.cat(_slices(grads, pieces), out=grad_in)
             if values is not None:
                 torch.cat(_slices(values, pieces), out=workspace.param[:rows])
-            torch.cat(_slices(hidden, pieces), out=hidden_in)
+            for states, part in parts:
+                torch.cat(_slices(states, pieces), out=hidden_in[:, part])
         if maximize:
             grad_in.neg_()
         update = lstm_step_(workspace, rows, weights, hidden=in_place)
@@ -549,10 +644,12 @@ def _run_blocks(grads: list[torch.Tensor], hidden: list[torch.Tensor],
             update.mul_(lr)
         if len(pieces) == 1:
             if in_place is None:
-                hidden[index][start:stop].copy_(hidden_in)
+                for states, part in parts:
+                    states[index][start:stop].copy_(hidden_in[:, part])
             targets[index][start:stop].add_(update)
         else:
-            torch._foreach_copy_(_slices(hidden, pieces), hidden_in.split(lengths))
+            for states, part in parts:
+                torch._foreach_copy_(_slices(states, pieces), hidden_in[:, part].split(lengths))
             torch._foreach_add_(_slices(targets, pieces), update.split(lengths))
 
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from .network import (ADAM_FEATURE, FEATURE_CLIP, MOMENTUM_DECAYS, SECOND_MOMENT_DECAY,
-                      TENSOR_FEATURE_COLUMN, LSTMOptimizerConfig,
+                      SECOND_MOMENT_WEIGHT_COLUMN, TENSOR_FEATURE_COLUMN, LSTMOptimizerConfig,
                       LSTMOptimizerNet)
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "preprocess_gradient",
     "adaptive_features",
     "parameter_feature",
+    "accumulator_row",
     "tensor_signal_to_noise",
     "tensor_gradient_change",
     "tensor_statistic",
@@ -338,11 +339,13 @@ def parameter_feature(param: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.nan_to_num(param, nan=0.0), -FEATURE_CLIP, FEATURE_CLIP).unsqueeze(1)
 
 
-def tensor_signal_to_noise(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+def tensor_signal_to_noise(accumulators: torch.Tensor,
+                           config: LSTMOptimizerConfig) -> torch.Tensor:
     r"""The tensor feature (``tensor_feature=True``): one number for a whole tensor.
 
-    From the accumulators of :func:`adaptive_features` in ``hidden`` (the tensor's state, shape
-    ``(n, config.state_rows, hidden_size)``), the mean over its :math:`n` coordinates of
+    From the accumulators of :func:`adaptive_features` (``accumulators``: the tensor's
+    accumulator rows, shape ``(n, hidden_size)``, :func:`accumulator_row`), the mean over its
+    :math:`n` coordinates of
     Adam's direction,
 
     .. math::
@@ -358,9 +361,9 @@ def tensor_signal_to_noise(hidden: torch.Tensor, config: LSTMOptimizerConfig) ->
     Computed in float32 (float64 for a float64 state), detached: like the gradient it is a
     constant for meta-training. 0 for an empty tensor or a fresh state.
     """
+    _check_rows(accumulators, config)
     count = len(MOMENTUM_DECAYS) + 1
-    accumulators = hidden.detach()[:, 2 * config.num_layers, :2 * count].to(
-        _statistic_dtype(hidden))
+    accumulators = accumulators.detach()[:, :2 * count].to(_statistic_dtype(accumulators))
     adam = ADAM_FEATURE - 1  # the feature's momentum among the accumulators
     momentum = accumulators[:, adam] / accumulators[:, count + adam].clamp_min(1e-30)
     second = accumulators[:, count - 1].clamp_min(0.0) / accumulators[:, -1].clamp_min(1e-30)
@@ -370,7 +373,8 @@ def tensor_signal_to_noise(hidden: torch.Tensor, config: LSTMOptimizerConfig) ->
     return ratio.clamp(0.0, FEATURE_CLIP).mean()
 
 
-def tensor_gradient_change(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+def tensor_gradient_change(accumulators: torch.Tensor,
+                           config: LSTMOptimizerConfig) -> torch.Tensor:
     r"""The tensor feature with ``tensor_statistic="gradient_change"``: one number for a whole
     tensor, how much its gradient changed over the last step relative to its size,
 
@@ -379,7 +383,8 @@ def tensor_gradient_change(hidden: torch.Tensor, config: LSTMOptimizerConfig) ->
                                                   {\lVert \nabla_{t-1} \rVert},\ -10,\ 10\Big)
 
     over the tensor's coordinates, read from the last two gradients that each coordinate's
-    state keeps (``config.gradient_column``). Near a minimum with curvature :math:`\lambda`, a
+    accumulator row keeps (``config.gradient_column`` of ``accumulators``, shape ``(n,
+    hidden_size)``, :func:`accumulator_row`). Near a minimum with curvature :math:`\lambda`, a
     step of size :math:`s` changes the gradient by about :math:`s \lambda` of itself: a very
     negative :math:`\rho` says the step is far too small for the curvature, :math:`\rho`
     near 0 that it is about right (or that the gradients are noise), :math:`\rho > \log 2`
@@ -390,9 +395,9 @@ def tensor_gradient_change(hidden: torch.Tensor, config: LSTMOptimizerConfig) ->
     float64 state), detached; 0 before there are two gradients (a fresh state) and for an
     empty tensor, -10 when the gradient did not change at all.
     """
+    _check_rows(accumulators, config)
     column = config.gradient_column
-    latest_two = hidden.detach()[:, 2 * config.num_layers, column:column + 2].to(
-        _statistic_dtype(hidden))
+    latest_two = accumulators.detach()[:, column:column + 2].to(_statistic_dtype(accumulators))
     if latest_two.numel() == 0:
         return latest_two.new_zeros(())
     latest_two = _finite_scaled_to_one(latest_two)  # one scale for both: their ratio counts
@@ -403,9 +408,9 @@ def tensor_gradient_change(hidden: torch.Tensor, config: LSTMOptimizerConfig) ->
     return torch.where(before > 0, log_ratio, 0.0)  # no host sync
 
 
-def _statistic_dtype(hidden: torch.Tensor) -> torch.dtype:
+def _statistic_dtype(state: torch.Tensor) -> torch.dtype:
     """Per-tensor statistics are computed in float32, or float64 for a float64 state."""
-    return torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    return torch.float64 if state.dtype == torch.float64 else torch.float32
 
 
 def _finite_scaled_to_one(values: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -416,20 +421,36 @@ def _finite_scaled_to_one(values: torch.Tensor, dim: int | None = None) -> torch
     return values / largest.clamp_min(torch.finfo(values.dtype).tiny)
 
 
-def tensor_statistic(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+def accumulator_row(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
+    """The accumulator row of every coordinate of a state ``hidden`` of shape ``(n,
+    config.state_rows, hidden_size)``: a view of shape ``(n, hidden_size)``, the row after the
+    LSTM's (h, c) rows, where ``features="adaptive"`` keeps its running averages (and the
+    tensor feature, the progress and the step scale, if any)."""
+    return hidden[:, 2 * config.num_layers]
+
+
+def _check_rows(accumulators: torch.Tensor, config: LSTMOptimizerConfig) -> None:
+    if accumulators.dim() != 2 or accumulators.shape[1] != config.hidden_size:
+        raise ValueError(f"expected accumulator rows of shape (n, {config.hidden_size}), got "
+                         f"{tuple(accumulators.shape)}; pass accumulator_row(hidden, config) "
+                         "of a state of shape (n, state_rows, hidden_size)")
+
+
+def tensor_statistic(accumulators: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
     """The tensor feature of ``config.tensor_statistic``: :func:`tensor_signal_to_noise` or
-    :func:`tensor_gradient_change` (a 0-d tensor)."""
+    :func:`tensor_gradient_change` (a 0-d tensor) of a tensor's accumulator rows (shape ``(n,
+    hidden_size)``, :func:`accumulator_row`)."""
     if config.tensor_statistic == "gradient_change":
-        return tensor_gradient_change(hidden, config)
-    return tensor_signal_to_noise(hidden, config)
+        return tensor_gradient_change(accumulators, config)
+    return tensor_signal_to_noise(accumulators, config)
 
 
 def with_tensor_feature(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
     """``hidden`` (one tensor's state) with :func:`tensor_statistic` written into column
     :data:`~learned_optim.network.TENSOR_FEATURE_COLUMN` of every coordinate's accumulator
     row, out of place (the MetaTrainer's unroll keeps the graph through the other rows)."""
-    return _with_column(hidden, TENSOR_FEATURE_COLUMN,
-                        tensor_statistic(hidden, config).to(hidden.dtype), config)
+    statistic = tensor_statistic(accumulator_row(hidden, config), config)
+    return _with_column(hidden, TENSOR_FEATURE_COLUMN, statistic.to(hidden.dtype), config)
 
 
 def _with_column(hidden: torch.Tensor, column: int, value: torch.Tensor,
@@ -443,28 +464,33 @@ def _with_column(hidden: torch.Tensor, column: int, value: torch.Tensor,
 
 
 @torch.no_grad()
-def write_tensor_feature_(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> None:
-    """:func:`with_tensor_feature` in place (the optimizer's state); the same bits."""
-    value = tensor_statistic(hidden, config)
-    hidden[:, 2 * config.num_layers, TENSOR_FEATURE_COLUMN] = value.to(hidden.dtype)
+def write_tensor_feature_(accumulators: torch.Tensor, config: LSTMOptimizerConfig) -> None:
+    """:func:`with_tensor_feature` in place, on a tensor's accumulator rows (the optimizer's
+    state, shape ``(n, hidden_size)``); the same bits."""
+    value = tensor_statistic(accumulators, config)
+    accumulators[:, TENSOR_FEATURE_COLUMN] = value.to(accumulators.dtype)
 
 
-def stored_log_step_scale(hidden: torch.Tensor, config: LSTMOptimizerConfig) -> torch.Tensor:
-    r"""The log step scale :math:`\ell` last written into one tensor's state ``hidden`` by
-    :func:`write_step_scale_` (every coordinate's accumulator row holds the same value), a
+def stored_log_step_scale(accumulators: torch.Tensor,
+                          config: LSTMOptimizerConfig) -> torch.Tensor:
+    r"""The log step scale :math:`\ell` last written into one tensor's accumulator rows
+    ``accumulators`` (shape ``(n, hidden_size)``, :func:`accumulator_row`) by
+    :func:`write_step_scale_` (every coordinate's row holds the same value), a
     detached 0-d tensor; 0 for an empty tensor or a state no step has written yet. The step
     of every coordinate of the tensor was multiplied by :math:`e^{\ell}`."""
-    if hidden.shape[0] == 0:
-        return torch.zeros((), dtype=hidden.dtype, device=hidden.device)
-    return hidden.detach()[0, 2 * config.num_layers, config.step_scale_column]
+    _check_rows(accumulators, config)
+    if accumulators.shape[0] == 0:
+        return torch.zeros((), dtype=accumulators.dtype, device=accumulators.device)
+    return accumulators.detach()[0, config.step_scale_column]
 
 
-def tensor_step_scale(hidden: torch.Tensor, grad: torch.Tensor, config: LSTMOptimizerConfig,
-                      *, maximize: bool = False) -> torch.Tensor:
+def tensor_step_scale(accumulators: torch.Tensor, grad: torch.Tensor,
+                      config: LSTMOptimizerConfig, *, maximize: bool = False) -> torch.Tensor:
     r"""The tensor's log step scale for this step (``hypergradient_rate > 0``), a 0-d tensor.
 
     From the log scale :math:`\ell_{t-1}` and each coordinate's previous step
-    :math:`g_{t-1}` (before scaling) kept in the tensor's state ``hidden``, and this step's
+    :math:`g_{t-1}` (before scaling) kept in the tensor's accumulator rows ``accumulators``
+    (shape ``(n, hidden_size)``, :func:`accumulator_row`), and this step's
     gradient :math:`\nabla_t` over the tensor's coordinates (``grad``, shape ``(n,)``):
 
     .. math::
@@ -491,11 +517,12 @@ def tensor_step_scale(hidden: torch.Tensor, grad: torch.Tensor, config: LSTMOpti
     gradient or an empty tensor; non-finite entries read as 0. ``maximize``: the gradient is
     that of a loss to maximise, and the net steps along its negation.
     """
-    column, dtype = config.step_scale_column, _statistic_dtype(hidden)
-    if hidden.shape[0] == 0:
-        return torch.zeros((), dtype=dtype, device=hidden.device)
-    row = hidden.detach()[:, 2 * config.num_layers]
-    log_scale = torch.nan_to_num(stored_log_step_scale(hidden, config).to(dtype), nan=0.0)
+    _check_rows(accumulators, config)
+    column, dtype = config.step_scale_column, _statistic_dtype(accumulators)
+    if accumulators.shape[0] == 0:
+        return torch.zeros((), dtype=dtype, device=accumulators.device)
+    row = accumulators.detach()
+    log_scale = torch.nan_to_num(stored_log_step_scale(row, config).to(dtype), nan=0.0)
     vectors = torch.stack([grad.detach().to(dtype), row[:, column + 1].to(dtype)])
     vectors = _finite_scaled_to_one(vectors, dim=1)  # each its own scale: only angles count
     norms = torch.linalg.vector_norm(vectors, dim=1)
@@ -515,16 +542,17 @@ def with_step_scale(hidden: torch.Tensor, grad: torch.Tensor,
     """``hidden`` (one tensor's state) with :func:`tensor_step_scale` for the gradient ``grad``
     written into column ``config.step_scale_column`` of every coordinate's accumulator row, out
     of place (the MetaTrainer's unroll), before the step."""
-    return _with_column(hidden, config.step_scale_column,
-                        tensor_step_scale(hidden, grad, config).to(hidden.dtype), config)
+    log_scale = tensor_step_scale(accumulator_row(hidden, config), grad, config)
+    return _with_column(hidden, config.step_scale_column, log_scale.to(hidden.dtype), config)
 
 
 @torch.no_grad()
-def write_step_scale_(hidden: torch.Tensor, grad: torch.Tensor, config: LSTMOptimizerConfig,
-                      *, maximize: bool = False) -> None:
-    """:func:`with_step_scale` in place (the optimizer's state); the same bits."""
-    value = tensor_step_scale(hidden, grad, config, maximize=maximize)
-    hidden[:, 2 * config.num_layers, config.step_scale_column] = value.to(hidden.dtype)
+def write_step_scale_(accumulators: torch.Tensor, grad: torch.Tensor,
+                      config: LSTMOptimizerConfig, *, maximize: bool = False) -> None:
+    """:func:`with_step_scale` in place, on a tensor's accumulator rows (the optimizer's state,
+    shape ``(n, hidden_size)``); the same bits."""
+    value = tensor_step_scale(accumulators, grad, config, maximize=maximize)
+    accumulators[:, config.step_scale_column] = value.to(accumulators.dtype)
 
 
 def run_progress(steps_done: float, total_steps: int | None) -> float:
@@ -552,9 +580,12 @@ def with_progress(hidden: torch.Tensor, progress: float,
 
 
 @torch.no_grad()
-def write_progress_(hidden: torch.Tensor, progress: float, config: LSTMOptimizerConfig) -> None:
-    """:func:`with_progress` in place (the optimizer's state); the same bits."""
-    hidden[:, 2 * config.num_layers, config.progress_column] = progress
+def write_progress_(accumulators: torch.Tensor, progress: float,
+                    config: LSTMOptimizerConfig) -> None:
+    """:func:`with_progress` in place, on accumulator rows (the optimizer's state, shape
+    ``(n, hidden_size)``); the same bits."""
+    _check_rows(accumulators, config)
+    accumulators[:, config.progress_column] = progress
 
 
 def lstm_step(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeights,
@@ -698,22 +729,22 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
     overwritten with the new state. Same operations in the same order either way."""
     in_place = into is not _FRESH
     config = weights.config
-    accumulators, accumulator_row = None, 2 * config.num_layers  # the row after every (h, c)
+    accumulators, acc_row = None, 2 * config.num_layers  # the row after every (h, c)
     if config.features == "adaptive":
-        features, accumulators = adaptive_features(grad, hidden[:, accumulator_row])
+        features, accumulators = adaptive_features(grad, hidden[:, acc_row])
         if config.parameter_feature:
             features = torch.cat([features, parameter_feature(param)], dim=1)
         if config.tensor_feature:  # written by with_tensor_feature after the previous step
-            column = hidden[:, accumulator_row, TENSOR_FEATURE_COLUMN:TENSOR_FEATURE_COLUMN + 1]
+            column = hidden[:, acc_row, TENSOR_FEATURE_COLUMN:TENSOR_FEATURE_COLUMN + 1]
             features = torch.cat([features, torch.clamp(torch.nan_to_num(column, nan=0.0),
                                                         -FEATURE_CLIP, FEATURE_CLIP)], dim=1)
         if config.progress_feature:  # written by with_progress before this step
-            column = hidden[:, accumulator_row, config.progress_column:config.progress_column + 1]
+            column = hidden[:, acc_row, config.progress_column:config.progress_column + 1]
             features = torch.cat([features, torch.clamp(torch.nan_to_num(column, nan=0.0),
                                                         0.0, 1.0)], dim=1)
         if config.keeps_gradients:  # (latest, previous): for tensor_gradient_change
             column = config.gradient_column
-            latest_two = torch.stack([grad, hidden[:, accumulator_row, column]], dim=1)
+            latest_two = torch.stack([grad, hidden[:, acc_row, column]], dim=1)
     else:
         features = preprocess_gradient(grad, config)
     layer_input = features
@@ -750,14 +781,14 @@ def _lstm_math(grad: torch.Tensor, hidden: torch.Tensor, weights: FusedLSTMWeigh
             written.append((column, latest_two))
         if config.scales_steps:  # this step before its scale, a constant for meta-training
             written.append((config.step_scale_column + 1, update.detach().unsqueeze(1)))
-        row = hidden[:, accumulator_row]
+        row = hidden[:, acc_row]
         if in_place:
             for first, values in written:
                 row[:, first:first + values.shape[1]].copy_(values)
         else:
             new_states.append(_with_columns(row, written))
     if config.scales_steps:  # written by with_step_scale before this step
-        log_scale = hidden[:, accumulator_row, config.step_scale_column]
+        log_scale = hidden[:, acc_row, config.step_scale_column]
         # clamped again so that any finite state keeps the step within update_bound
         bound = config.step_scale_bound
         scale = torch.exp(torch.clamp(torch.nan_to_num(log_scale, nan=0.0), -bound, bound))
@@ -794,7 +825,7 @@ def departure_ramp(accumulators: torch.Tensor, config: LSTMOptimizerConfig) -> t
     float32 reaches after about 16,000 steps, or a corrupted state) reads as :math:`\rho = 1`;
     a NaN one as 1 too.
     """
-    weight = accumulators[:, 2 * len(MOMENTUM_DECAYS) + 1].detach()
+    weight = accumulators[:, SECOND_MOMENT_WEIGHT_COLUMN].detach()
     weight = torch.nan_to_num(weight, nan=1.0).clamp(0.0, 1.0)
     # +inf at weight 1; rounded, so that float rounding of w (float32 holds 1 - beta_v only
     # to ~1e-5) cannot keep the ramp a hair below 1 at t = N

@@ -12,8 +12,8 @@ from learned_optim import (LearnedLSTMOptim, LSTMOptimizerConfig, LSTMOptimizerN
 from learned_optim.errors import ConfigError
 from learned_optim.network import (ADAM_FEATURE, FEATURE_CLIP, MOMENTUM_DECAYS,
                                    SECOND_MOMENT_DECAY)
-from learned_optim.update import (StepWorkspace, adaptive_features, departure_ramp, lstm_step_,
-                                  run_progress, step_memory_bytes,
+from learned_optim.update import (StepWorkspace, accumulator_row, adaptive_features,
+                                  departure_ramp, lstm_step_, run_progress, step_memory_bytes,
                                   tensor_statistic, tensor_step_scale, update_bound,
                                   with_progress, write_progress_)
 from test_update import mixed_gradients
@@ -611,16 +611,17 @@ def test_gradient_change_feature_is_each_tensors_log_relative_change_after_the_s
 def test_gradient_change_feature_is_minus_ten_for_a_constant_gradient_and_finite_for_huge_ones():
     config = LSTMOptimizerConfig(**WITH_CHANGE)
     hidden = torch.zeros(3, config.state_rows, config.hidden_size)
-    assert float(tensor_statistic(hidden, config)) == 0.0  # fresh: no previous gradient
-    assert tensor_statistic(hidden[:0], config).shape == ()
+    rows = accumulator_row(hidden, config)  # a view: the writes below reach it
+    assert float(tensor_statistic(rows, config)) == 0.0  # fresh: no previous gradient
+    assert tensor_statistic(rows[:0], config).shape == ()
     hidden[:, 4, 9:11] = torch.tensor([[2.0, 2.0], [-1.0, -1.0], [0.5, 0.5]])
-    assert float(tensor_statistic(hidden, config)) == -FEATURE_CLIP
+    assert float(tensor_statistic(rows, config)) == -FEATURE_CLIP
     hidden[:, 4, 9:11] = torch.tensor([[3e38, -3e38], [1e38, 1e38], [0.0, 0.0]])
-    value = float(tensor_statistic(hidden, config))
+    value = float(tensor_statistic(rows, config))
     assert value == pytest.approx(math.log(6e38 / math.hypot(3e38, 1e38)), rel=1e-5)
     hidden[:, 4, 9:11] = torch.tensor([[1.0, 1e-6], [0.0, 0.0], [0.0, 0.0]])
-    assert float(tensor_statistic(hidden, config)) == FEATURE_CLIP  # clipped at 10
-    assert float(tensor_statistic(hidden, LSTMOptimizerConfig(**WITH_TENSOR))) != FEATURE_CLIP
+    assert float(tensor_statistic(rows, config)) == FEATURE_CLIP  # clipped at 10
+    assert float(tensor_statistic(rows, LSTMOptimizerConfig(**WITH_TENSOR))) != FEATURE_CLIP
 
 
 def test_tensor_statistic_option_is_validated_and_signal_to_noise_in_old_configs():
@@ -748,7 +749,7 @@ def test_progress_in_place_write_and_step_are_bit_identical():
     workspace = StepWorkspace(64, net.config)
     for t in range(3):
         expected = with_progress(hidden, run_progress(t, 3), net.config)
-        write_progress_(hidden, run_progress(t, 3), net.config)
+        write_progress_(accumulator_row(hidden, net.config), run_progress(t, 3), net.config)
         assert torch.equal(hidden, expected)
         workspace.hidden[:37] = hidden
         workspace.grad[:37] = grad = mixed_gradients(37, seed=t)
@@ -995,18 +996,18 @@ def test_a_tighter_step_scale_bound_tightens_update_bound():
 def test_step_scale_is_zero_for_a_fresh_state_and_finite_for_any_input():
     config = LSTMOptimizerConfig(**WITH_SCALE)
     fresh = LSTMOptimizerNet(config).initial_state(4)
-    assert float(tensor_step_scale(fresh, torch.randn(4), config)) == 0.0
-    assert float(tensor_step_scale(fresh[:0], torch.zeros(0), config)) == 0.0
+    assert float(tensor_step_scale(fresh[:, 4], torch.randn(4), config)) == 0.0
+    assert float(tensor_step_scale(fresh[:0, 4], torch.zeros(0), config)) == 0.0
     state = fresh.clone()
     state[:, 4, config.step_scale_column + 1] = torch.tensor([3e38, -3e38, float("nan"), 1.0])
     grad = torch.tensor([float("inf"), 3e38, 1.0, -3e38])
-    value = tensor_step_scale(state, grad, config)
+    value = tensor_step_scale(state[:, 4], grad, config)
     assert torch.isfinite(value) and abs(float(value)) <= math.log(100.0)
     # maximize: the net steps along -∇, so the cosine's sign flips
     state[:, 4, config.step_scale_column + 1] = -torch.ones(4)
-    down = float(tensor_step_scale(state, torch.ones(4), config))
+    down = float(tensor_step_scale(state[:, 4], torch.ones(4), config))
     assert down == pytest.approx(0.3) and float(
-        tensor_step_scale(state, torch.ones(4), config, maximize=True)) == pytest.approx(-0.3)
+        tensor_step_scale(state[:, 4], torch.ones(4), config, maximize=True)) == pytest.approx(-0.3)
 
 
 def test_optimizer_scales_maximize_steps_like_the_update_rule_on_the_negated_gradient(tmp_path):

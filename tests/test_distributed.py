@@ -216,6 +216,32 @@ def _fsdp_worker(rank: int, directory: Path) -> None:
         tensors[f"hidden.{name}"] = optimizer.state[p]["hidden"]
         tensors[f"resumed_hidden.{name}"] = resumed_optimizer.state[q]["hidden"]
 
+    # a bfloat16 state of an adaptive net keeps its accumulators apart: both are sharded
+    narrow = dict(weights=random_net(0, features="adaptive", update="direction_magnitude",
+                                     output_scale=0.01, hypergradient_rate=0.03),
+                  state_dtype=torch.bfloat16)
+    model16 = _fsdp_model(mesh)
+    optimizer16 = LearnedLSTMOptim(model16.parameters(), **narrow)
+    _fsdp_steps(model16, optimizer16, range(STEPS), rank)
+    checkpoint16 = str(directory / "dcp16")
+    dcp.save({"model": get_model_state_dict(model16),
+              "optim": get_optimizer_state_dict(model16, optimizer16)}, checkpoint_id=checkpoint16)
+    resumed16 = _fsdp_model(mesh)
+    resumed_optimizer16 = LearnedLSTMOptim(resumed16.parameters(), **narrow)
+    state16 = {"model": get_model_state_dict(resumed16),
+               "optim": get_optimizer_state_dict(resumed16, resumed_optimizer16)}
+    dcp.load(state16, checkpoint_id=checkpoint16)
+    set_model_state_dict(resumed16, state16["model"])
+    set_optimizer_state_dict(resumed16, resumed_optimizer16, state16["optim"])
+    _fsdp_steps(model16, optimizer16, range(STEPS, STEPS + MORE_STEPS), rank)
+    _fsdp_steps(resumed16, resumed_optimizer16, range(STEPS, STEPS + MORE_STEPS), rank)
+    for (name, p), q in zip(model16.named_parameters(), resumed16.parameters()):
+        tensors[f"local16.{name}"] = p.to_local()
+        tensors[f"resumed_local16.{name}"] = q.to_local()
+        for key in ("hidden", "accumulators"):
+            tensors[f"{key}16.{name}"] = optimizer16.state[p][key]
+            tensors[f"resumed_{key}16.{name}"] = resumed_optimizer16.state[q][key]
+
     if rank == 0:
         plain = _model()
         plain_optimizer = LearnedLSTMOptim(plain.parameters(), weights=random_net())
@@ -256,10 +282,15 @@ def test_fsdp2_hidden_state_is_sharded_with_the_parameters(fsdp_run, single_proc
     assert max(per_rank) <= 0.53 * whole, (per_rank, whole)
 
 
-def test_dcp_sharded_save_and_resume_continues_bit_for_bit(fsdp_run):
+@pytest.mark.parametrize("kinds", [("local.", "hidden."),
+                                   ("local16.", "hidden16.", "accumulators16.")],
+                         ids=["float32-state", "bfloat16-state-of-an-adaptive-net"])
+def test_dcp_sharded_save_and_resume_continues_bit_for_bit(fsdp_run, kinds):
     for rank in range(WORLD):
         tensors, _ = fsdp_run[rank]
-        for key in [k for k in tensors if k.startswith(("local.", "hidden."))]:
+        keys = [k for k in tensors if k.startswith(kinds)]
+        assert {k.split(".")[0] for k in keys} == {kind[:-1] for kind in kinds}
+        for key in keys:
             assert torch.equal(tensors[key], tensors[f"resumed_{key}"]), (rank, key)
 
 

@@ -32,7 +32,8 @@ def test_rule_is_the_formula(target, log_scale):
     hidden = _state(log_scale)
     before = hidden.clone()
     with probe.step_scale_target(target):
-        value = float(update_rule.tensor_step_scale(hidden, grad, CONFIG))
+        value = float(update_rule.tensor_step_scale(update_rule.accumulator_row(hidden, CONFIG),
+                                                        grad, CONFIG))
     assert value == pytest.approx(min(max(log_scale - beta * (0.6 - target), -bound), bound),
                                   abs=1e-6)
     assert torch.equal(hidden, before)  # the caller's state is not written by the probe

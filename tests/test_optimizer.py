@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from learned_optim import LearnedLSTMOptim, StateDictError
+from learned_optim.network import SECOND_MOMENT_WEIGHT_COLUMN
+from learned_optim.update import departure_ramp
 from nets import random_net, sign_descent_net
 
 
@@ -361,6 +363,107 @@ def test_bf16_state_halves_state_memory():
     train_steps(opt, params, 0, 1)
     hidden = opt.state[params[0]]["hidden"]
     assert hidden.dtype == torch.bfloat16 and hidden.element_size() == 2
+
+
+ADAPTIVE_NET = dict(features="adaptive", update="direction_magnitude", output_scale=0.01,
+                    nominal_step=True, hypergradient_rate=0.03, departure_warmup=300)
+
+
+def test_a_16_bit_state_keeps_the_running_averages_in_float32():
+    """The decay-0.999 averages move by 1e-3 of a difference per step, less than half a
+    bfloat16 ulp: stored in bfloat16 the second moment's bias-correction weight w_v stopped at
+    0.25 after about 290 steps (v-hat 4x too large, the departure ramp stuck at 0.96). They
+    depend on the gradients alone, so they must match a float32 state's bit for bit."""
+    net = random_net(0, **ADAPTIVE_NET)
+    config = net.config
+    runs = {}
+    for state_dtype in (None, torch.bfloat16, torch.float16):
+        params = make_params()
+        opt = LearnedLSTMOptim(params, weights=net, state_dtype=state_dtype)
+        train_steps(opt, params, 0, 400)
+        runs[state_dtype] = opt, params
+    wide, wide_params = runs[None]
+    for state_dtype in (torch.bfloat16, torch.float16):
+        opt, params = runs[state_dtype]
+        for p, q in zip(params, wide_params):
+            state = opt.state[p]
+            assert state["hidden"].dtype == state_dtype
+            assert state["hidden"].shape == (p.numel(), 2 * config.num_layers, 20)
+            assert state["accumulators"].dtype == torch.float32
+            assert state["accumulators"].shape == (p.numel(), 1, 20)
+            # momenta, second moment and their weights: the gradients' alone
+            assert torch.equal(state["accumulators"][:, 0, :8],
+                               wide.state[q]["hidden"][:, 4, :8])
+            weight = state["accumulators"][:, 0, SECOND_MOMENT_WEIGHT_COLUMN]
+            torch.testing.assert_close(weight, torch.full_like(weight, 1 - 0.999 ** 400))
+            assert torch.equal(departure_ramp(state["accumulators"][:, 0], config),
+                               torch.ones(p.numel()))
+        assert opt.step_scale(params[0]) == pytest.approx(wide.step_scale(wide_params[0]),
+                                                          rel=0.05)
+
+
+@pytest.mark.parametrize("state_dtype,version", [(None, 1), (torch.bfloat16, 2)])
+def test_an_adaptive_16_bit_state_dict_round_trips_and_says_its_format(state_dtype, version):
+    params = make_params()
+    opt = LearnedLSTMOptim(params, weights=random_net(0, **ADAPTIVE_NET), state_dtype=state_dtype)
+    train_steps(opt, params, 0, 3)
+    saved = copy.deepcopy(opt.state_dict())
+    assert saved["learned_optim"]["format_version"] == version
+    assert ("accumulators" in saved["state"][0]) == (version == 2)
+    clones = [p.detach().clone().requires_grad_() for p in params]
+    fresh = LearnedLSTMOptim(clones, weights=random_net(0, **ADAPTIVE_NET),
+                             state_dtype=state_dtype)
+    fresh.load_state_dict(saved)
+    train_steps(opt, params, 3, 6)
+    train_steps(fresh, clones, 3, 6)
+    for p, q in zip(params, clones):
+        assert torch.equal(p, q)
+        assert opt.state[p].keys() == fresh.state[q].keys()
+        for key in opt.state[p]:
+            assert opt.state[p][key].dtype == fresh.state[q][key].dtype
+            assert torch.equal(opt.state[p][key], fresh.state[q][key])
+
+
+def test_a_version_1_bfloat16_state_dict_loads_with_its_accumulators_widened():
+    """Before format version 2 a bfloat16 state held the accumulator row in bfloat16, as the
+    last row of "hidden"; loading it keeps the (h, c) rows and widens that row to float32."""
+    params = make_params()
+    opt = LearnedLSTMOptim(params, weights=random_net(0, **ADAPTIVE_NET),
+                           state_dtype=torch.bfloat16)
+    train_steps(opt, params, 0, 3)
+    old = copy.deepcopy(opt.state_dict())
+    old["learned_optim"]["format_version"] = 1
+    for group in old["param_groups"]:
+        group["learned_optim"] = old["learned_optim"]
+    rows = {}
+    for index, entry in old["state"].items():
+        rows[index] = entry.pop("accumulators").to(torch.bfloat16)
+        entry["hidden"] = torch.cat([entry["hidden"], rows[index]], dim=1)  # (n, 5, 20)
+    clones = [p.detach().clone().requires_grad_() for p in params]
+    fresh = LearnedLSTMOptim(clones, weights=random_net(0, **ADAPTIVE_NET),
+                             state_dtype=torch.bfloat16)
+    fresh.load_state_dict(old)
+    for index, (p, q) in enumerate(zip(params, clones)):
+        assert torch.equal(fresh.state[q]["hidden"], opt.state[p]["hidden"])
+        assert fresh.state[q]["accumulators"].dtype == torch.float32
+        assert torch.equal(fresh.state[q]["accumulators"], rows[index].float())
+    train_steps(fresh, clones, 3, 4)
+    assert all(torch.isfinite(q).all() for q in clones)
+    assert float(fresh.state[clones[0]]["step"]) == 4
+
+
+def test_accumulators_of_the_wrong_shape_are_refused():
+    params = make_params()
+    opt = LearnedLSTMOptim(params, weights=random_net(0, **ADAPTIVE_NET),
+                           state_dtype=torch.bfloat16)
+    train_steps(opt, params, 0, 2)
+    saved = copy.deepcopy(opt.state_dict())
+    saved["state"][1]["accumulators"] = saved["state"][1]["accumulators"][:4]
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(StateDictError, match=r"accumulators of parameter 1 has shape \(4, 1, 20\)"
+                       r", but the parameter of shape \(5,\) needs \(5, 1, 20\)"):
+        opt.load_state_dict(saved)
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
 
 
 def test_non_contiguous_params_match_contiguous_ones():
