@@ -70,7 +70,8 @@ class LearnedLSTMOptim(Optimizer):
             Only the LSTM's (h, c) rows are stored in a 16-bit ``state_dtype``: a net with
             adaptive features keeps its running averages (decays up to 0.999, whose updates a
             16-bit number cannot hold: a bfloat16 one stops changing), its per-tensor step
-            scale and its other accumulators in float32, as ``state[p]["accumulators"]``.
+            scale and its other accumulators in the compute dtype, as
+            ``state[p]["accumulators"]``.
         total_steps: the number of steps the run will take, for weights whose net reads the
             run's progress (``progress_feature``, :func:`learned_optim.update.run_progress`):
             such a net can anneal its step toward the end, like a cosine schedule. ``None``
@@ -360,7 +361,7 @@ class LearnedLSTMOptim(Optimizer):
         parameter is a ``DTensor`` of shape ``(*param.shape, 2L, H)`` placed like the
         parameter, so ``torch.distributed.checkpoint`` saves and loads it shard by shard.
         A 16-bit state of a net with accumulators also has ``"accumulators"``, shape ``(n, 1,
-        H)`` in float32 (``state_dtype``), sharded the same way.
+        H)`` in float32 (float64 for float64 params; see ``state_dtype``), sharded the same way.
         """
         state_dict = super().state_dict()
         identity = self._identity()
@@ -382,7 +383,7 @@ class LearnedLSTMOptim(Optimizer):
         The hidden state keeps its own dtype and is copied (not aliased), so continuing from a
         loaded state is bit-for-bit identical to an uninterrupted run. A 16-bit state saved by
         learned_optim before version 2 of the state format, whose accumulators were stored in
-        16 bits too, gets them in float32 from the saved values (``state_dtype``).
+        16 bits too, gets them in the compute dtype from the saved values (``state_dtype``).
         """
         self._check_state_dict(state_dict)
         saved_state = state_dict["state"]
@@ -556,14 +557,14 @@ def _described(value: Any) -> str:
 def _keeps_accumulators_apart(group: dict[str, Any], config: Any,
                               compute_dtype: torch.dtype) -> bool:
     """Whether a state of ``group`` keeps the net's accumulator row apart from ``hidden``, in
-    the compute dtype: when the state dtype is narrower than the compute dtype (bfloat16,
-    float16) and the net has accumulators. A running average with decay 0.999 moves by
-    :math:`10^{-3}` of the difference per step, below half a bfloat16 ulp (:math:`2^{-9}`
-    relative): in bfloat16 it would stop changing (the second moment's bias-correction weight
-    stops at 0.25 after about 290 steps)."""
+    the compute dtype (float32, or float64 for float64 params): when the state dtype has 16
+    bits (bfloat16, float16) and the net has accumulators. A running average with decay
+    0.999 moves by :math:`10^{-3}` of the difference per step, below half a bfloat16 ulp
+    (:math:`2^{-9}` relative): in bfloat16 it would stop changing (the second moment's
+    bias-correction weight stops at 0.25 after about 290 steps)."""
     state_dtype = group["state_dtype"]
     return bool(config.accumulator_rows) and state_dtype is not None \
-        and torch.finfo(state_dtype).bits < torch.finfo(compute_dtype).bits
+        and torch.finfo(state_dtype).bits == 16 < torch.finfo(compute_dtype).bits
 
 
 def _initial_state(net: Any, numel: int, state_dtype: torch.dtype, compute_dtype: torch.dtype,
@@ -573,11 +574,11 @@ def _initial_state(net: Any, numel: int, state_dtype: torch.dtype, compute_dtype
     ``{"accumulators"}`` ``(numel, 1, H)`` in the compute dtype."""
     if not apart:
         return {"hidden": net.initial_state(numel, dtype=state_dtype, device=device)}
-    split = 2 * net.config.num_layers
-    return {"hidden": net.initial_state(numel, dtype=state_dtype, device=device)[:, :split]
-            .contiguous(),
-            "accumulators": net.initial_state(numel, dtype=compute_dtype, device=device)
-            [:, split:].contiguous()}
+    config = net.config
+    return {"hidden": torch.zeros(numel, 2 * config.num_layers, config.hidden_size,
+                                  dtype=state_dtype, device=device),
+            "accumulators": torch.zeros(numel, config.accumulator_rows, config.hidden_size,
+                                        dtype=compute_dtype, device=device)}
 
 
 def _accumulators(state: dict[str, Any], config: Any) -> torch.Tensor:

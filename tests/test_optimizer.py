@@ -402,6 +402,23 @@ def test_a_16_bit_state_keeps_the_running_averages_in_float32():
                                                           rel=0.05)
 
 
+@pytest.mark.parametrize("param_dtype,state_dtype,kept_apart_in", [
+    (torch.float32, torch.float32, None), (torch.float64, torch.float32, None),
+    (torch.float64, torch.bfloat16, torch.float64), (torch.bfloat16, torch.float16, torch.float32)])
+def test_only_a_16_bit_state_keeps_its_accumulators_apart_in_the_compute_dtype(
+        param_dtype, state_dtype, kept_apart_in):
+    params = [p.detach().to(param_dtype).requires_grad_() for p in make_params()]
+    opt = LearnedLSTMOptim(params, weights=random_net(0, **ADAPTIVE_NET), state_dtype=state_dtype)
+    train_steps(opt, params, 0, 2)
+    state = opt.state[params[0]]
+    assert state["hidden"].dtype == state_dtype
+    if kept_apart_in is None:
+        assert set(state) == {"step", "hidden"} and state["hidden"].shape[1] == 5
+    else:
+        assert state["accumulators"].dtype == kept_apart_in
+        assert state["hidden"].shape[1] == 4 and state["accumulators"].shape[1] == 1
+
+
 @pytest.mark.parametrize("state_dtype,version", [(None, 1), (torch.bfloat16, 2)])
 def test_an_adaptive_16_bit_state_dict_round_trips_and_says_its_format(state_dtype, version):
     params = make_params()
