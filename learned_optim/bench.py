@@ -256,7 +256,8 @@ def _bench_one_model(config: BenchConfig, total: int, tensors: int) -> dict[str,
 
 
 def bench_state(config: BenchConfig) -> dict[str, Any]:
-    """State bytes per parameter (float32 and bfloat16 hidden state, Adam) and step times."""
+    """State bytes per parameter (float32 and bfloat16 hidden state, of the paper's net and of
+    the bundled ``default``'s, and Adam's) and step times (the paper's net)."""
     total = min(1_000_000, max(config.sizes))
     device, net = config.device, _net()
     result: dict[str, Any] = {"params": total}
@@ -268,6 +269,15 @@ def bench_state(config: BenchConfig) -> dict[str, Any]:
         opt.step()
         result[label] = _state_bytes(opt) / total
         steps[label] = opt.step
+    # the bundled default's adaptive net: one more state row, kept in float32 with a bfloat16
+    # state (its running averages cannot move in bfloat16)
+    for label, dtype in (("default_float32", None), ("default_bfloat16", torch.bfloat16)):
+        params = make_params(total, 1, device=device, seed=config.seed)
+        opt = LearnedLSTMOptim(params, weights="default", state_dtype=dtype,
+                               chunk_size=config.chunk_size)
+        opt.step()
+        result[label] = _state_bytes(opt) / total
+        del opt, params
     params = make_params(total, 1, device=device, seed=config.seed)
     adam = torch.optim.Adam(params, lr=1e-3, foreach=True)
     adam.step()
@@ -499,6 +509,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
         print(f"\nstate bytes per parameter ({state['params']:,} params): float32 "
               f"{state['float32']:.1f}, bfloat16 {state['bfloat16']:.1f} "
               f"(x{state['bfloat16'] / state['float32']:.2f}), Adam {state['adam']:.1f}; "
+              f"default's net: float32 {state['default_float32']:.1f}, bfloat16 "
+              f"{state['default_bfloat16']:.1f}; "
               f"step {_ms(state['step_float32'])} ms (float32 state) vs "
               f"{_ms(state['step_bfloat16'])} ms (bfloat16 state), ratio "
               f"{state['bf16/fp32 time']:.2f}", flush=True)

@@ -120,6 +120,9 @@ def test_bench_quick_prints_every_table(one_thread):
     assert "| 600 | 1 |" in text and "| 600 | 3 |" in text
     assert "one block of 4096 coordinates" in text
     assert "state bytes per parameter" in text and "bfloat16 160.0" in text
+    # default's adaptive net: 5 rows of 20 floats, or 4 in bfloat16 and its running averages'
+    # row in float32
+    assert "default's net: float32 400.0, bfloat16 240.0" in text
     assert "MetaTrainer" in text and "digits-CNN training" in text
 
 
