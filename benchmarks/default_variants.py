@@ -238,16 +238,29 @@ VARIANTS = {
     # tell what the wider mixture did from what 4 more epochs from `default` do
     "finetune-default-wide-e4": ("mixture-wide", "digits-mlp-tanh-1000",
                                  dict(_AVERAGED, epochs=4, net=_BOUNDED_NET)),
+    # forty-third round: the same, trained under the rule `default` now runs with (its
+    # learned departure ramped in over 300 steps) and the step scale's old bound, ln 100,
+    # which the warmup made stable on the panel (forty-second round)
+    "finetune-default-ramped-b100-wide-e4": (
+        "mixture-wide", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, epochs=4, net=dict(_BOUNDED_NET, departure_warmup=300,
+                                           step_scale_bound=math.log(100.0)))),
 }
 
 #: variant -> (bundled name or folder, its fingerprint): the weights it starts from
 #: (MetaTrainer.start_from) instead of a fresh net; pinned, so a later `default` is refused
 STARTS = {name: ("default", "ed02343c9b0a1989")
-          for name in ("finetune-default-wider-e4", "finetune-default-wide-e4")}
+          for name in ("finetune-default-wider-e4", "finetune-default-wide-e4",
+                       "finetune-default-ramped-b100-wide-e4")}
+#: variant -> net config fields set on its starting weights after the fingerprint check (the
+#: same tensors under the variant's rule)
+START_CONFIG = {"finetune-default-ramped-b100-wide-e4": dict(departure_warmup=300,
+                                                              step_scale_bound=math.log(100.0))}
 
 
 def starting_weights(name: str) -> WeightsBundle | None:
-    """The bundle variant ``name`` starts from (:data:`STARTS`), or ``None``.
+    """The bundle variant ``name`` starts from (:data:`STARTS`, under :data:`START_CONFIG`),
+    or ``None``.
 
     Raises:
         ValueError: the bundle's fingerprint is not the pinned one.
@@ -264,6 +277,8 @@ def starting_weights(name: str) -> WeightsBundle | None:
         raise ValueError(f"variant {name!r} starts from {source!r} with fingerprint "
                          f"{fingerprint}, but {source!r} is now {bundle.fingerprint()}; "
                          "point STARTS at a folder with the pinned weights")
+    if name in START_CONFIG:
+        bundle = bundle.with_net_config(**START_CONFIG[name])
     return bundle
 
 

@@ -831,3 +831,27 @@ def test_the_fine_tuning_variant_starts_from_the_pinned_default(monkeypatch, tmp
     monkeypatch.setitem(module.STARTS, "finetune-default-wider-e4", ("default", "0" * 16))
     with pytest.raises(ValueError, match="fingerprint"):
         module.starting_weights("finetune-default-wider-e4")
+
+
+def test_the_ramped_fine_tuning_starts_from_defaults_tensors_under_its_own_rule():
+    """Forty-third round: default's recipe for 4 epochs on its own mixture, trained with the
+    departure ramped in over 300 steps and the step scale bounded to [1/100, 100]; it starts
+    from the pinned tensors under that config, which the trainer accepts."""
+    from benchmark_scripts import load_benchmark
+    module = load_benchmark("default_variants")
+    name = "finetune-default-ramped-b100-wide-e4"
+    family, validation, fields = module.VARIANTS[name]
+    control = module.VARIANTS["finetune-default-wide-e4"]
+    assert (family, validation) == control[:2]
+    assert {k: v for k, v in fields.items() if k != "net"} == \
+        {k: v for k, v in control[2].items() if k != "net"}
+    assert fields["net"] == dict(control[2]["net"], departure_warmup=300,
+                                 step_scale_bound=math.log(100.0))
+    start = module.starting_weights(name)
+    control_start = module.starting_weights("finetune-default-wide-e4")
+    config = start.nets["fc"].config
+    assert (config.departure_warmup, config.step_scale_bound) == (300, math.log(100.0))
+    assert all(torch.equal(a, b) for a, b in zip(start.nets["fc"].state_dict().values(),
+                                                 control_start.nets["fc"].state_dict().values()))
+    trainer = module.variant_trainer(name)
+    trainer.start_from(start)  # raises if the configs differ
