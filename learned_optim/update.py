@@ -345,8 +345,7 @@ def tensor_signal_to_noise(accumulators: torch.Tensor,
 
     From the accumulators of :func:`adaptive_features` (``accumulators``: the tensor's
     accumulator rows, shape ``(n, hidden_size)``, :func:`accumulator_row`), the mean over its
-    :math:`n` coordinates of
-    Adam's direction,
+    :math:`n` coordinates of Adam's direction,
 
     .. math::
         r = \frac{1}{n} \sum_{i=1}^{n} \operatorname{clip}\Big(
