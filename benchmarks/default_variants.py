@@ -47,6 +47,10 @@ _AVERAGED = dict(_BUDGET, net=ADAPTIVE_NET, weight_average_decay=0.998, meta_obj
 _BOUNDED_NET = dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03,
                     step_scale_bound=math.log(30.0))
 
+# The rule `default` runs with since the fortieth round (its learned departure ramped in over
+# 300 steps), with the step scale's bound back at ln 100 (forty-second and third rounds).
+_RAMPED_WIDER_BOUND = dict(departure_warmup=300, step_scale_bound=math.log(100.0))
+
 VARIANTS = {
     # the paper's inputs and head, old mixture: what `default` was before issue 10
     "paper-net": ("mixture", "digits-mlp-relu", dict(_BUDGET, net=_PAPER_NET)),
@@ -243,8 +247,7 @@ VARIANTS = {
     # which the warmup made stable on the panel (forty-second round)
     "finetune-default-ramped-b100-wide-e4": (
         "mixture-wide", "digits-mlp-tanh-1000",
-        dict(_AVERAGED, epochs=4, net=dict(_BOUNDED_NET, departure_warmup=300,
-                                           step_scale_bound=math.log(100.0)))),
+        dict(_AVERAGED, epochs=4, net=dict(_BOUNDED_NET, **_RAMPED_WIDER_BOUND))),
 }
 
 #: variant -> (bundled name or folder, its fingerprint): the weights it starts from
@@ -254,8 +257,7 @@ STARTS = {name: ("default", "ed02343c9b0a1989")
                        "finetune-default-ramped-b100-wide-e4")}
 #: variant -> net config fields set on its starting weights after the fingerprint check (the
 #: same tensors under the variant's rule)
-START_CONFIG = {"finetune-default-ramped-b100-wide-e4": dict(departure_warmup=300,
-                                                              step_scale_bound=math.log(100.0))}
+START_CONFIG = {"finetune-default-ramped-b100-wide-e4": _RAMPED_WIDER_BOUND}
 
 
 def starting_weights(name: str) -> WeightsBundle | None:
