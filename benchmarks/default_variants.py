@@ -248,6 +248,10 @@ VARIANTS = {
     "finetune-default-ramped-b100-wide-e4": (
         "mixture-wide", "digits-mlp-tanh-1000",
         dict(_AVERAGED, epochs=4, net=dict(_BOUNDED_NET, **_RAMPED_WIDER_BOUND))),
+    # forty-fourth round: `default`'s recipe from a fresh net under that rule
+    "adaptive-wide-log-800-val1000-avg-nominal-hyper-ramped-b100": (
+        "mixture-wide", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, net=dict(_BOUNDED_NET, **_RAMPED_WIDER_BOUND))),
 }
 
 #: variant -> (bundled name or folder, its fingerprint): the weights it starts from

@@ -855,3 +855,8 @@ def test_the_ramped_fine_tuning_starts_from_defaults_tensors_under_its_own_rule(
                                                  control_start.nets["fc"].state_dict().values()))
     trainer = module.variant_trainer(name)
     trainer.start_from(start)  # raises if the configs differ
+    # forty-fourth round: default's recipe from a fresh net under the same rule
+    fresh_name = "adaptive-wide-log-800-val1000-avg-nominal-hyper-ramped-b100"
+    recipe = module.VARIANTS["adaptive-wide-log-800-val1000-avg-nominal-hyper-b30"]
+    assert module.VARIANTS[fresh_name] == recipe[:2] + (dict(recipe[2], net=fields["net"]),)
+    assert module.starting_weights(fresh_name) is None
