@@ -300,6 +300,7 @@ class LearnedLSTMOptim(Optimizer):
         values = [] if config.parameter_feature else None  # θ, read by the net
         # a 16-bit state keeps its accumulators apart, in the compute dtype
         apart = [] if _keeps_accumulators_apart(group, config, compute_dtype) else None
+        rows = []  # accumulator rows, for the per-tensor step scale and tensor feature
         for param in params:
             state = self.state[param]
             local, grad = local_tensor(param), local_tensor(param.grad)  # FSDP2: this shard
@@ -319,6 +320,8 @@ class LearnedLSTMOptim(Optimizer):
             hidden.append(state["hidden"])
             if apart is not None:
                 apart.append(state["accumulators"])
+            if config.scales_steps or config.tensor_feature:
+                rows.append(_accumulators(state, config))
             if values is not None:
                 values.append(real.detach().reshape(-1))  # a copy only if not contiguous
             if real.is_contiguous():
@@ -328,8 +331,6 @@ class LearnedLSTMOptim(Optimizer):
                 targets.append(buffer)
                 deferred.append((real, buffer))
         torch._foreach_add_(steps, 1.0)
-        rows = [_accumulators(self.state[p], config) for p in params] \
-            if config.scales_steps or config.tensor_feature else []
         if config.scales_steps:  # one scale per tensor (per shard under FSDP2)
             for grad, row in zip(grads, rows):
                 write_step_scale_(row, grad, config, maximize=group["maximize"])
@@ -346,7 +347,7 @@ class LearnedLSTMOptim(Optimizer):
     def _identity(self) -> dict[str, Any]:
         apart = any("accumulators" in state for state in self.state.values())
         return {
-            "format_version": 2 if apart else 1,  # the lowest version that reads it
+            "format_version": _STATE_FORMAT_VERSION if apart else 1,  # the lowest that reads it
             "weights_name": self._bundle.name,
             "weights_fingerprint": self._bundle.fingerprint(),
             "routes": list(self._bundle.routes),
@@ -403,20 +404,19 @@ class LearnedLSTMOptim(Optimizer):
             param, group = owners[saved_id]
             config = self._bundle.nets[_route_of(self, group, param)].config
             compute_dtype = _compute_dtype(param)
-            parts = [local_hidden(param, entry[key].detach())
-                     for key in ("hidden", "accumulators") if key in entry]
-            split = 2 * config.num_layers
+            # the whole state (n, state_rows, H): the saved rows, then any accumulators kept
+            # apart; a new tensor (cat copies), so nothing aliases the caller's state_dict
+            whole = torch.cat([local_hidden(param, entry[key].detach())
+                               for key in ("hidden", "accumulators") if key in entry], dim=1)
+            split, state_dtype = 2 * config.num_layers, _state_dtype(group, param)
+            parts = {"hidden": (whole, state_dtype)}
             if _keeps_accumulators_apart(group, config, compute_dtype):
-                if len(parts) == 1:  # saved whole (format version 1)
-                    parts = [parts[0][:, :split], parts[0][:, split:]]
-                dtypes = [_state_dtype(group, param), compute_dtype]
-            else:
-                parts, dtypes = [torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]], \
-                    [_state_dtype(group, param)]
+                parts = {"hidden": (whole[:, :split], state_dtype),
+                         "accumulators": (whole[:, split:], compute_dtype)}
             self.state[param] = {
                 "step": entry["step"].detach().to(dtype=torch.float32, device="cpu", copy=True),
-                **{key: part.to(device=param.device, dtype=dtype, copy=True).contiguous()
-                   for key, part, dtype in zip(("hidden", "accumulators"), parts, dtypes)},
+                **{key: part.to(device=param.device, dtype=dtype).contiguous()
+                   for key, (part, dtype) in parts.items()},
             }
 
     def _check_state_dict(self, state_dict: Any) -> None:
