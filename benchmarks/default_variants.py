@@ -252,6 +252,10 @@ VARIANTS = {
     "adaptive-wide-log-800-val1000-avg-nominal-hyper-ramped-b100": (
         "mixture-wide", "digits-mlp-tanh-1000",
         dict(_AVERAGED, net=dict(_BOUNDED_NET, **_RAMPED_WIDER_BOUND))),
+    # forty-fifth round: the same under default's own bound, ln 30 (ln 100 blew up the panel)
+    "adaptive-wide-log-800-val1000-avg-nominal-hyper-ramped": (
+        "mixture-wide", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, net=dict(_BOUNDED_NET, departure_warmup=300))),
 }
 
 #: variant -> (bundled name or folder, its fingerprint): the weights it starts from

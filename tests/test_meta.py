@@ -860,3 +860,10 @@ def test_the_ramped_fine_tuning_starts_from_defaults_tensors_under_its_own_rule(
     recipe = module.VARIANTS["adaptive-wide-log-800-val1000-avg-nominal-hyper-b30"]
     assert module.VARIANTS[fresh_name] == recipe[:2] + (dict(recipe[2], net=fields["net"]),)
     assert module.starting_weights(fresh_name) is None
+    # forty-fifth round: the same under default's own bound
+    ramped_name = "adaptive-wide-log-800-val1000-avg-nominal-hyper-ramped"
+    ramped = module.VARIANTS[ramped_name]
+    assert ramped == recipe[:2] + (dict(recipe[2], net=dict(recipe[2]["net"],
+                                                            departure_warmup=300)),)
+    assert ramped[2]["net"]["step_scale_bound"] == pytest.approx(math.log(30.0))
+    assert module.starting_weights(ramped_name) is None
