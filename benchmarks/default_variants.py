@@ -256,6 +256,11 @@ VARIANTS = {
     "adaptive-wide-log-800-val1000-avg-nominal-hyper-ramped": (
         "mixture-wide", "digits-mlp-tanh-1000",
         dict(_AVERAGED, net=dict(_BOUNDED_NET, departure_warmup=300))),
+    # forty-seventh round: the curved-valley recipe (twenty-second round) under the same
+    # warmup, since every epoch trained under it overshoots on the steep sine valley
+    "adaptive-wide-valleys-log-800-val1000-avg-nominal-hyper-b30-ramped": (
+        "mixture-wide-valleys", "digits-mlp-tanh-1000",
+        dict(_AVERAGED, net=dict(_BOUNDED_NET, departure_warmup=300))),
 }
 
 #: variant -> (bundled name or folder, its fingerprint): the weights it starts from

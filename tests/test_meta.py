@@ -867,3 +867,9 @@ def test_the_ramped_fine_tuning_starts_from_defaults_tensors_under_its_own_rule(
                                                             departure_warmup=300)),)
     assert ramped[2]["net"]["step_scale_bound"] == pytest.approx(math.log(30.0))
     assert module.starting_weights(ramped_name) is None
+    # forty-seventh round: the curved-valley recipe under the same warmup
+    valleys = module.VARIANTS["adaptive-wide-valleys-log-800-val1000-avg-nominal-hyper-b30"]
+    valleys_ramped = module.VARIANTS[
+        "adaptive-wide-valleys-log-800-val1000-avg-nominal-hyper-b30-ramped"]
+    assert valleys_ramped == valleys[:2] + (dict(valleys[2], net=ramped[2]["net"]),)
+    assert valleys_ramped[0] == "mixture-wide-valleys"
