@@ -35,9 +35,8 @@ import torch
 
 from learned_optim.evaluation import select_rows
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, mean_loss, run_losses
-from learned_optim.evaluation.stats import paired_difference, verdict
 from learned_optim.evaluation.suites import protocol_for
-from summarize_validation import clipped_geometric_mean, tuned_adam_lrs
+from summarize_validation import against_tuned_adam, clipped_geometric_mean, tuned_adam_lrs
 
 TUNED = Path(__file__).resolve().parents[1] / "docs/evidence/validation/run36/results.json"
 
@@ -105,10 +104,8 @@ def main() -> None:
             spec = HDSpec(f"hd{beta}", "learned", args.weights)
             spec.beta = beta
             c = run_losses(fam, protocol.test_seeds, row.horizon, spec, (1.0,))[0]
-            f = final_loss(c).tolist()
-            res[str(beta)] = {"final": f, "mean": mean_loss(c).tolist(),
-                              "verdict": verdict(paired_difference(f, res["adam_final"])),
-                              "ratio": sum(f) / sum(res["adam_final"])}
+            res[str(beta)] = dict(against_tuned_adam(final_loss(c).tolist(), res["adam_final"]),
+                                  mean=mean_loss(c).tolist())
         results[row.name] = res
         print(row.name, round(time.time() - t0),
               {b: (res[str(b)]["verdict"], round(res[str(b)]["ratio"], 3)) for b in betas},

@@ -47,10 +47,9 @@ import learned_optim.update as update_rule
 from learned_optim.evaluation import select_rows
 from learned_optim.evaluation.evaluate import peak_over_start
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, leaf_copies, run_losses
-from learned_optim.evaluation.stats import paired_difference, verdict
 from learned_optim.evaluation.suites import protocol_for
 from step_scale_probe import PANEL, panel_runs, summary
-from summarize_validation import clipped_geometric_mean, tuned_adam_lrs
+from summarize_validation import against_tuned_adam, clipped_geometric_mean, tuned_adam_lrs
 
 TUNED = Path(__file__).resolve().parents[1] / "docs/evidence/validation/run36/results.json"
 
@@ -88,11 +87,9 @@ def _validation(targets, weights) -> dict:
             with step_scale_target(target):
                 curves = run_losses(family, protocol.test_seeds, row.horizon,
                                     OptimizerSpec(f"c0={target:g}", "learned", weights))[0]
-            finals = final_loss(curves).tolist()
-            entry[f"{target:g}"] = {
-                "final": finals, "verdict": verdict(paired_difference(finals, entry["adam_final"])),
-                "ratio": sum(finals) / sum(entry["adam_final"]),
-                "peak_over_start": peak_over_start(curves)}
+            entry[f"{target:g}"] = dict(
+                against_tuned_adam(final_loss(curves).tolist(), entry["adam_final"]),
+                peak_over_start=peak_over_start(curves))
         results[row.name] = entry
         print(row.name, f"({time.time() - started:.0f} s)", {
             f"{t:g}": (entry[f"{t:g}"]["verdict"], round(entry[f"{t:g}"]["ratio"], 3),

@@ -24,20 +24,11 @@ import torch
 
 from learned_optim.evaluation import select_rows
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, run_losses
-from learned_optim.evaluation.stats import paired_difference, verdict
 from learned_optim.evaluation.suites import learned, protocol_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from summarize_validation import TUNED_ADAM, clipped_geometric_mean  # noqa: E402
-
-
-def tuned_adam_lrs(reference: str) -> dict[str, float]:
-    with open(reference) as handle:
-        results = json.load(handle)
-    if results.get("suite") != "validation":
-        raise SystemExit(f"{reference} is a {results.get('suite')!r} run; give a validation one")
-    return {row["row"]: next(o["lr"] for o in row["optimizers"] if o["label"] == TUNED_ADAM)
-            for row in results["rows"]}
+from summarize_validation import (TUNED_ADAM, against_tuned_adam,  # noqa: E402
+                                  clipped_geometric_mean, tuned_adam_lrs)
 
 
 def main() -> None:
@@ -65,9 +56,8 @@ def main() -> None:
         for row in rows:
             curves = run_losses(row.family(), protocol.test_seeds, row.horizon,
                                 learned(folder))[0]
-            mine = final_loss(curves).tolist()
-            ratios[row.name] = (sum(mine) / len(mine)) / (sum(adam[row.name]) / len(mine))
-            verdicts[row.name] = verdict(paired_difference(mine, adam[row.name]))
+            entry = against_tuned_adam(final_loss(curves).tolist(), adam[row.name])
+            ratios[row.name], verdicts[row.name] = entry["ratio"], entry["verdict"]
         counts = [sum(v == kind for v in verdicts.values()) for kind in ("wins", "tie", "loses")]
         score = clipped_geometric_mean(list(ratios.values()))
         report["epochs"][folder] = {"score": score, "ratios": ratios, "verdicts": verdicts}

@@ -25,9 +25,8 @@ import torch
 
 from learned_optim.evaluation import select_rows
 from learned_optim.evaluation.runner import OptimizerSpec, final_loss, run_losses
-from learned_optim.evaluation.stats import paired_difference, verdict
 from learned_optim.evaluation.suites import protocol_for
-from summarize_validation import clipped_geometric_mean, tuned_adam_lrs
+from summarize_validation import against_tuned_adam, clipped_geometric_mean, tuned_adam_lrs
 
 TUNED = Path(__file__).resolve().parents[1] / "docs/evidence/validation/run36/results.json"
 MULTIPLIERS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -52,9 +51,7 @@ def main() -> None:
                                         tuple(args.multipliers)))
         res = {"adam_lr": adam_lrs[row.name], "adam_final": adam.tolist()}
         for c, finals in zip(args.multipliers, learned):
-            f = finals.tolist()
-            res[str(c)] = {"final": f, "ratio": sum(f) / sum(res["adam_final"]),
-                           "verdict": verdict(paired_difference(f, res["adam_final"]))}
+            res[str(c)] = against_tuned_adam(finals.tolist(), res["adam_final"])
         results[row.name] = res
         print(row.name, round(time.time() - start), "adam lr", adam_lrs[row.name],
               {c: (res[str(c)]["verdict"], round(res[str(c)]["ratio"], 3))

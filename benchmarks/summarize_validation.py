@@ -42,6 +42,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
+from learned_optim.evaluation.stats import paired_difference, verdict
+
 TUNED_ADAM = "Adam (tuned)"
 UNTUNED_ADAM = "Adam (lr=1e-3)"
 #: a row's final-loss ratio counts at most this far from 1 in the clipped geometric mean
@@ -57,10 +59,25 @@ def clipped_geometric_mean(ratios: list[float], clip: float = CLIP) -> float:
 
 
 def tuned_adam_lrs(path: str) -> dict[str, float]:
-    """The lr tuned Adam used on each row of the evaluation ``results.json`` at ``path``."""
-    rows = json.load(open(path))["rows"]
+    """The lr tuned Adam used on each row of the validation ``results.json`` at ``path``.
+
+    Raises:
+        SystemExit: ``path`` is a run of another suite.
+    """
+    with open(path) as handle:
+        results = json.load(handle)
+    if results.get("suite") != "validation":
+        raise SystemExit(f"{path} is a {results.get('suite')!r} run; give a validation one")
     return {row["row"]: next(o["lr"] for o in row["optimizers"] if o["label"] == TUNED_ADAM)
-            for row in rows}
+            for row in results["rows"]}
+
+
+def against_tuned_adam(finals: list[float], adam_finals: list[float]) -> dict:
+    """One optimizer's final losses on a row's test seeds against tuned Adam's on the same
+    seeds: ``{"final", "ratio", "verdict"}``, the ratio of their means and the paired verdict
+    of the evaluation tables (what the probes of issue 10 record per row and setting)."""
+    return {"final": finals, "ratio": sum(finals) / sum(adam_finals),
+            "verdict": verdict(paired_difference(finals, adam_finals))}
 
 
 def learned_entries(paths: list[str]) -> Iterator[tuple[str, dict, dict, str, dict]]:

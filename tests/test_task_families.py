@@ -184,6 +184,18 @@ def test_best_of_view_takes_per_row_the_best_verdict_and_the_smallest_ratio(tmp_
                                  "smallest ratios 0.548")
 
 
+def test_against_tuned_adam_gives_the_ratio_of_means_and_the_paired_verdict():
+    compare = load_benchmark("summarize_validation").against_tuned_adam
+    adam = [1.0, 1.1, 0.9, 1.05, 0.95]
+    lower = compare([0.5, 0.55, 0.45, 0.52, 0.48], adam)
+    assert lower["ratio"] == pytest.approx(2.5 / 5.0)
+    assert lower["verdict"] == "wins" and lower["final"] == [0.5, 0.55, 0.45, 0.52, 0.48]
+    assert compare([2.0, 2.2, 1.8, 2.1, 1.9], adam)["verdict"] == "loses"
+    # one seed far off either way: the paired CI spans 0
+    mixed = compare([0.1, 1.1, 0.9, 1.05, 2.0], adam)
+    assert mixed["verdict"] == "tie" and mixed["ratio"] == pytest.approx(5.15 / 5.0)
+
+
 def test_selection_panel_runs_four_allowed_families_for_1000_steps():
     panel = get_task_family("selection-panel-1000")
     assert [m.name for m in panel.members] == [
@@ -203,8 +215,9 @@ def test_an_empty_panel_is_refused():
         TaskPanel([])
 
 
-def test_score_epochs_reads_adam_lrs_from_a_validation_run_and_refuses_other_suites():
-    module = load_benchmark("score_epochs")
+@pytest.mark.parametrize("script", ["score_epochs", "summarize_validation"])
+def test_tuned_adam_lrs_are_read_from_a_validation_run_and_other_suites_refused(script):
+    module = load_benchmark(script)  # score_epochs uses summarize_validation's
     lrs = module.tuned_adam_lrs(str(ROOT / "docs/evidence/validation/run35/results.json"))
     assert list(lrs) == [row.name for row in SUITES["validation"]]
     assert lrs["val-digits-relu"] == pytest.approx(10 ** -1.5)  # the table's Adam (tuned) lr
