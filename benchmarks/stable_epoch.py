@@ -37,7 +37,8 @@ optimizer (:func:`~learned_optim.evaluation.runner.run_losses_as_tensors`). What
 (README, thirty-second to thirty-fourth rounds): it rejected all seven epochs that had blown
 up on the panel and four that the panel passed (four of its steep sine valley starts lie on
 the valley floor), and passed one that blows up on the panel's Dixon-Price function. The
-report's ``horizon`` is unused in this mode (each function runs for its own).
+report's ``horizon`` is ``null`` in this mode (each function runs for its own; reports
+written before the forty-sixth round's session record the unused ``--horizon``).
 
     python benchmarks/stable_epoch.py /tmp/r24/epochs-s2/VARIANT/epoch-* --out /tmp/r24/s2.json
     python benchmarks/stable_epoch.py /tmp/r30/epochs-s0/VARIANT/epoch-* --screen panel \
@@ -135,7 +136,9 @@ def choose_epoch(folders: Sequence[str | Path], *, tasks: int, horizon: int, lim
     (generated curved valleys, ``horizon`` steps) or ``"panel"`` (the panel's functions from
     other starts, :func:`panel_screen_peaks`)."""
     ranked = sorted((epoch_score(f) + (str(f),) for f in folders), key=lambda e: (e[1], e[0]))
-    report = {"screen": screen, "tasks": tasks, "horizon": horizon, "peak_limit": limit,
+    # the panel's functions each run for their own horizon: none is recorded for them
+    report = {"screen": screen, "tasks": tasks,
+              "horizon": horizon if screen == "valleys" else None, "peak_limit": limit,
               "screen_seeds": [SCREEN_SEED, SCREEN_SEED + tasks - 1], "epochs": [],
               "kept": None, "kept_epoch": None}
     for epoch, score, folder in ranked:

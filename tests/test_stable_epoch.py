@@ -107,7 +107,7 @@ def test_a_better_scored_epoch_that_overshoots_is_passed_over(tiny_run, stable_e
     assert [e["epoch"] for e in report["epochs"]][0] == 9
     assert not report["epochs"][0]["passes"]
     assert max(report["epochs"][0]["peaks"]) > 3.0
-    assert report["kept_epoch"] == best
+    assert report["kept_epoch"] == best and report["horizon"] == 60
     assert len(report["epochs"]) == 2  # stops at the first epoch that passes
     everything = stable_epoch.choose_epoch(folders, tasks=2, horizon=60, limit=math.inf,
                                            screen_all=True, log=lambda line: None)
@@ -134,6 +134,7 @@ def test_the_panel_screen_stops_an_epoch_at_its_first_function_that_blows_up(
     assert list(first["peaks_by_function"]) == ["sine-valley-1000"]  # stopped there
     assert max(first["peaks"]) > 10.0 and len(first["peaks"]) == 3
     assert second["passes"] and report["kept_epoch"] == best
+    assert report["horizon"] is None  # each function ran for its own, not the argument
     assert list(second["peaks_by_function"]) == list(stable_epoch.PANEL_SCREEN_ORDER)
     assert sorted(stable_epoch.PANEL_SCREEN_ORDER) == sorted(f.name for f in probe.PANEL)
 
