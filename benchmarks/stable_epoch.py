@@ -37,8 +37,8 @@ optimizer (:func:`~learned_optim.evaluation.runner.run_losses_as_tensors`). What
 (README, thirty-second to thirty-fourth rounds): it rejected all seven epochs that had blown
 up on the panel and four that the panel passed (four of its steep sine valley starts lie on
 the valley floor), and passed one that blows up on the panel's Dixon-Price function. The
-report's ``horizon`` is ``null`` in this mode (each function runs for its own; reports
-written before the forty-sixth round's session record the unused ``--horizon``).
+report's ``horizon`` is ``null`` in this mode (each function runs for its own; the reports
+of the thirty-second to forty-sixth rounds record the unused ``--horizon``).
 
     python benchmarks/stable_epoch.py /tmp/r24/epochs-s2/VARIANT/epoch-* --out /tmp/r24/s2.json
     python benchmarks/stable_epoch.py /tmp/r30/epochs-s0/VARIANT/epoch-* --screen panel \
