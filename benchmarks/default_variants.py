@@ -50,6 +50,8 @@ _BOUNDED_NET = dict(ADAPTIVE_NET, nominal_step=True, hypergradient_rate=0.03,
 # The rule `default` runs with since the fortieth round (its learned departure ramped in over
 # 300 steps), with the step scale's bound back at ln 100 (forty-second and third rounds).
 _RAMPED_WIDER_BOUND = dict(departure_warmup=300, step_scale_bound=math.log(100.0))
+# `default`'s net trained under that rule with its own bound, ln 30 (forty-fifth and seventh)
+_RAMPED_NET = dict(_BOUNDED_NET, departure_warmup=300)
 
 VARIANTS = {
     # the paper's inputs and head, old mixture: what `default` was before issue 10
@@ -255,12 +257,12 @@ VARIANTS = {
     # forty-fifth round: the same under default's own bound, ln 30 (ln 100 blew up the panel)
     "adaptive-wide-log-800-val1000-avg-nominal-hyper-ramped": (
         "mixture-wide", "digits-mlp-tanh-1000",
-        dict(_AVERAGED, net=dict(_BOUNDED_NET, departure_warmup=300))),
+        dict(_AVERAGED, net=_RAMPED_NET)),
     # forty-seventh round: the curved-valley recipe (twenty-second round) under the same
     # warmup, since every epoch trained under it overshoots on the steep sine valley
     "adaptive-wide-valleys-log-800-val1000-avg-nominal-hyper-b30-ramped": (
         "mixture-wide-valleys", "digits-mlp-tanh-1000",
-        dict(_AVERAGED, net=dict(_BOUNDED_NET, departure_warmup=300))),
+        dict(_AVERAGED, net=_RAMPED_NET)),
 }
 
 #: variant -> (bundled name or folder, its fingerprint): the weights it starts from

@@ -855,6 +855,15 @@ def test_the_ramped_fine_tuning_starts_from_defaults_tensors_under_its_own_rule(
                                                  control_start.nets["fc"].state_dict().values()))
     trainer = module.variant_trainer(name)
     trainer.start_from(start)  # raises if the configs differ
+
+
+def test_the_recipes_trained_from_scratch_under_the_ramp_change_only_the_net_config():
+    """Forty-fourth, forty-fifth and forty-seventh rounds: default's recipe and the
+    curved-valley recipe from a fresh net, with the departure ramped in over 300 steps (and
+    the bound at ln 100 or at default's ln 30); nothing else in the recipes differs."""
+    from benchmark_scripts import load_benchmark
+    module = load_benchmark("default_variants")
+    fields = module.VARIANTS["finetune-default-ramped-b100-wide-e4"][2]
     # forty-fourth round: default's recipe from a fresh net under the same rule
     fresh_name = "adaptive-wide-log-800-val1000-avg-nominal-hyper-ramped-b100"
     recipe = module.VARIANTS["adaptive-wide-log-800-val1000-avg-nominal-hyper-b30"]
